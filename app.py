@@ -1,0 +1,12 @@
+"""ThinkScope: navigation only. Each page lives in pages/, its logic in the packages."""
+import streamlit as st
+
+st.set_page_config(page_title="ThinkScope", page_icon=":material/psychology:", layout="wide")
+navigation = st.navigation(
+    [
+        st.Page("pages/generate.py", title="Generate", icon=":material/psychology:", default=True),
+        st.Page("pages/traces.py", title="Traces", icon=":material/table_rows:"),
+        st.Page("pages/trace.py", title="Trace", icon=":material/search:"),
+    ]
+)
+navigation.run()

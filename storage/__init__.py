@@ -1,0 +1,47 @@
+"""Persistence of traces in one DuckDB file: schema migrations, queries and JSONL import/export.
+
+Never imports streamlit, generation or ui; the only project import is analysis.records.
+"""
+from storage.config import StorageConfig
+from storage.connection import connect, transaction
+from storage.errors import ConfigError, MigrationError, StorageError, TraceImportError
+from storage.filters import CORRECT_CHOICES, TraceFilter
+from storage.jsonl import export_jsonl, import_jsonl
+from storage.migrate import apply_migrations
+from storage.traces import (
+    LIST_COLUMNS,
+    StoredTrace,
+    count_traces,
+    create_run,
+    get_tokens,
+    get_trace,
+    list_models,
+    list_traces,
+    save_trace,
+    save_traces,
+)
+
+__all__ = [
+    "CORRECT_CHOICES",
+    "LIST_COLUMNS",
+    "ConfigError",
+    "MigrationError",
+    "StorageConfig",
+    "StorageError",
+    "StoredTrace",
+    "TraceFilter",
+    "TraceImportError",
+    "apply_migrations",
+    "connect",
+    "count_traces",
+    "create_run",
+    "export_jsonl",
+    "get_tokens",
+    "get_trace",
+    "import_jsonl",
+    "list_models",
+    "list_traces",
+    "save_trace",
+    "save_traces",
+    "transaction",
+]

@@ -1,0 +1,201 @@
+"""Inserting prompts, runs, traces and token rows on an open connection.
+
+These functions neither open connections nor manage transactions: callers (traces.py, jsonl.py,
+seeding) put everything of one save or one imported file into a single transaction.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from analysis.records import TraceRecord
+from storage.errors import StorageError
+from storage.jsonvalue import dumps_object
+from storage.tokens import TOKEN_COLUMNS, tokens_table
+
+# Token rows per Arrow batch: large enough for full insert speed, small enough to bound memory
+# and keep list offsets within int32.
+BATCH_TOKENS = 500_000
+
+
+@dataclass(frozen=True)
+class NewTrace:
+    """A record to insert into an existing run; created_at None means now."""
+
+    record: TraceRecord
+    run_id: int
+    created_at: datetime | None = None
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def prompt_key(text: str, reference_answer: str | None) -> str:
+    # JSON encoding keeps ("a", None) and ("a", "null") apart, which plain concatenation would not.
+    return hashlib.sha256(json.dumps([text, reference_answer], ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def insert_run(
+    con: duckdb.DuckDBPyConnection,
+    model: str,
+    strategy: str,
+    settings: dict,
+    note: str | None = None,
+    created_at: datetime | None = None,
+) -> int:
+    _require_str(model, "model")
+    _require_str(strategy, "strategy")
+    rows = con.execute(
+        "INSERT INTO runs (model, strategy, settings, created_at, note) VALUES (?, ?, ?, ?, ?) RETURNING run_id",
+        [model, strategy, dumps_object(settings, "run settings"), created_at or utc_now(), note],
+    ).fetchall()
+    return int(rows[0][0])
+
+
+def require_run(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
+    if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0] == 0:
+        raise StorageError(f"Run {run_id} does not exist")
+
+
+def insert_traces(con: duckdb.DuckDBPyConnection, items: Sequence[NewTrace]) -> list[int]:
+    """Insert traces with their prompts and token rows; return the new trace ids in input order."""
+    ids: list[int] = []
+    for batch in _batches(items):
+        ids.extend(_insert_batch(con, batch))
+    return ids
+
+
+def _batches(items: Sequence[NewTrace]) -> Iterator[Sequence[NewTrace]]:
+    start, tokens = 0, 0
+    for i, item in enumerate(items):
+        tokens += len(item.record.tokens)
+        if tokens >= BATCH_TOKENS:
+            yield items[start : i + 1]
+            start, tokens = i + 1, 0
+    if start < len(items):
+        yield items[start:]
+
+
+def _insert_batch(con: duckdb.DuckDBPyConnection, items: Sequence[NewTrace]) -> list[int]:
+    for item in items:
+        _check_record(item.record)
+    now = utc_now()
+    prompt_ids = _upsert_prompts(con, [i.record for i in items], now)
+    n = len(items)
+    trace_ids = [r[0] for r in con.execute("SELECT nextval('trace_id_seq') FROM range(?)", [n]).fetchall()]
+    records = [i.record for i in items]
+    traces = pa.table(
+        {
+            "trace_id": pa.array(trace_ids, pa.int64()),
+            "run_id": pa.array([i.run_id for i in items], pa.int64()),
+            "prompt_id": pa.array(prompt_ids, pa.int64()),
+            "model": pa.array([r.model for r in records], pa.string()),
+            "thinking_text": pa.array([r.thinking_text for r in records], pa.string()),
+            "answer_text": pa.array([r.answer_text for r in records], pa.string()),
+            "extracted_answer": pa.array([r.extracted_answer for r in records], pa.string()),
+            "correct": pa.array([r.correct for r in records], pa.bool_()),
+            "n_thinking_tokens": pa.array([r.n_thinking_tokens for r in records], pa.int32()),
+            "n_answer_tokens": pa.array([r.n_answer_tokens for r in records], pa.int32()),
+            "n_tokens": pa.array([len(r.tokens) for r in records], pa.int32()),
+            "latency_s": pa.array([float(r.latency_s) for r in records], pa.float64()),
+            "tokens_per_s": pa.array([float(r.tokens_per_s) for r in records], pa.float64()),
+            "stop_reason": pa.array([r.stop_reason for r in records], pa.string()),
+            "settings": pa.array([dumps_object(r.settings, "trace settings") for r in records], pa.string()),
+            "meta": pa.array([dumps_object(r.meta, "trace meta") for r in records], pa.string()),
+            "created_at": pa.array([i.created_at or now for i in items], pa.timestamp("us")),
+        }
+    )
+    _insert_arrow(con, "traces", traces)
+    try:
+        tokens = tokens_table(trace_ids, [r.tokens for r in records])
+    except (ValueError, TypeError, pa.ArrowException) as exc:
+        raise StorageError(f"Token columns cannot be stored: {exc}") from exc
+    insert_tokens(con, tokens)
+    return trace_ids
+
+
+def insert_tokens(con: duckdb.DuckDBPyConnection, tokens: pa.Table) -> None:
+    """Append token rows (an Arrow table with TOKEN_COLUMNS) in one statement."""
+    _insert_arrow(con, "tokens", tokens, TOKEN_COLUMNS)
+
+
+def _upsert_prompts(con: duckdb.DuckDBPyConnection, records: Sequence[TraceRecord], now: datetime) -> list[int]:
+    """Prompt ids for the records, inserting the (text, reference answer) pairs not yet stored."""
+    keys = [prompt_key(r.prompt, r.reference_answer) for r in records]
+    first: dict[str, TraceRecord] = {}
+    for key, record in zip(keys, records):
+        first.setdefault(key, record)
+    new = pa.table(
+        {
+            "ord": pa.array(range(len(first)), pa.int64()),
+            "prompt_key": pa.array(list(first), pa.string()),
+            "text": pa.array([r.prompt for r in first.values()], pa.string()),
+            "reference_answer": pa.array([r.reference_answer for r in first.values()], pa.string()),
+            "source": pa.array([r.prompt_source for r in first.values()], pa.string()),
+        }
+    )
+    con.register("_new_prompts", new)
+    try:
+        # ORDER BY keeps prompt ids in first-seen order, so an import numbers prompts like the file.
+        con.execute(
+            """
+            INSERT INTO prompts (prompt_key, text, reference_answer, source, created_at)
+            SELECT n.prompt_key, n.text, n.reference_answer, n.source, ?
+            FROM _new_prompts n
+            WHERE NOT EXISTS (SELECT 1 FROM prompts p WHERE p.prompt_key = n.prompt_key)
+            ORDER BY n.ord
+            """,
+            [now],
+        )
+        found = dict(
+            con.execute(
+                "SELECT p.prompt_key, p.prompt_id FROM prompts p JOIN _new_prompts n ON p.prompt_key = n.prompt_key"
+            ).fetchall()
+        )
+    finally:
+        _unregister(con, "_new_prompts")
+    return [found[k] for k in keys]
+
+
+def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, columns: Sequence[str] | None = None) -> None:
+    names = ", ".join(columns or data.column_names)
+    view = f"_new_{table}"
+    con.register(view, data)
+    try:
+        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view}")
+    finally:
+        _unregister(con, view)
+
+
+def _unregister(con: duckdb.DuckDBPyConnection, view: str) -> None:
+    # Runs while an error may be propagating: after a failed statement the transaction is
+    # aborted and unregister fails too, which must not hide the original error.
+    try:
+        con.unregister(view)
+    except duckdb.Error:
+        pass
+
+
+def _check_record(record: TraceRecord) -> None:
+    # Catch wrong types here with a field name, rather than as an Arrow conversion error.
+    for name in ("prompt", "model", "thinking_text", "answer_text", "stop_reason", "prompt_source"):
+        _require_str(getattr(record, name), name)
+    for name in ("reference_answer", "extracted_answer"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise StorageError(f"TraceRecord.{name} must be a string or None, got {type(value).__name__}")
+    if record.correct is not None and not isinstance(record.correct, (bool, np.bool_)):
+        raise StorageError(f"TraceRecord.correct must be True, False or None, got {record.correct!r}")
+
+
+def _require_str(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise StorageError(f"{name} must be a string, got {type(value).__name__}")

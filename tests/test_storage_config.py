@@ -1,0 +1,66 @@
+"""StorageConfig: validation and where the database file is chosen from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage import ConfigError, StorageConfig, StorageError
+from storage.config import SEED_PATH, default_db_path
+
+
+def test_valid_config_normalises_types(tmp_path):
+    cfg = StorageConfig(str(tmp_path / "a.duckdb"), lock_timeout_s=3, seed_path=str(tmp_path / "s.jsonl"))
+    assert cfg.db_path == tmp_path / "a.duckdb"
+    assert cfg.lock_timeout_s == 3.0 and isinstance(cfg.lock_timeout_s, float)
+    assert cfg.seed_path == tmp_path / "s.jsonl"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"db_path": ""},
+        {"db_path": ":memory:"},
+        {"db_path": 42},
+        {"db_path": "x.duckdb", "lock_timeout_s": -1},
+        {"db_path": "x.duckdb", "lock_timeout_s": float("nan")},
+        {"db_path": "x.duckdb", "lock_timeout_s": "5"},
+        {"db_path": "x.duckdb", "lock_timeout_s": True},
+        {"db_path": "x.duckdb", "seed_path": 3},
+    ],
+)
+def test_invalid_config_is_rejected(kwargs):
+    with pytest.raises(ConfigError) as info:
+        StorageConfig(**kwargs)
+    assert isinstance(info.value, StorageError) and isinstance(info.value, ValueError)
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = StorageConfig(tmp_path / "a.duckdb")
+    with pytest.raises(AttributeError):
+        cfg.lock_timeout_s = 1.0  # type: ignore[misc]
+
+
+def test_from_env_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("THINKSCOPE_DB", str(tmp_path / "env.duckdb"))
+    assert StorageConfig.from_env(str(tmp_path / "arg.duckdb")).db_path == tmp_path / "arg.duckdb"
+    assert StorageConfig.from_env().db_path == tmp_path / "env.duckdb"
+    monkeypatch.setenv("THINKSCOPE_DB", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert StorageConfig.from_env().db_path == tmp_path / "xdg" / "thinkscope" / "thinkscope.duckdb"
+
+
+def test_default_path_without_xdg(tmp_path, monkeypatch):
+    monkeypatch.delenv("THINKSCOPE_DB", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_db_path() == tmp_path / ".local" / "share" / "thinkscope" / "thinkscope.duckdb"
+    # XDG requires ignoring a relative XDG_DATA_HOME.
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/dir")
+    assert default_db_path() == tmp_path / ".local" / "share" / "thinkscope" / "thinkscope.duckdb"
+
+
+def test_from_env_seeds_from_repo_sample():
+    cfg = StorageConfig.from_env("somewhere.duckdb")
+    assert cfg.seed_path == SEED_PATH
+    assert SEED_PATH == Path(__file__).resolve().parent.parent / "sample_data" / "traces.jsonl"

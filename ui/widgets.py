@@ -1,0 +1,66 @@
+"""Shared input widgets: model picker, sampling settings, reasoning-format settings."""
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.reasoning import ReasoningFormat
+from generation.decoding import SamplingConfig
+from generation.models import EMBEDDED_MODEL
+
+_OTHER = "Other (Hugging Face id or local directory)…"
+
+
+def model_picker() -> tuple[str | None, bool]:
+    """(model name or None when the user has not typed one yet, trust_remote_code)."""
+    choice = st.selectbox("Model", [EMBEDDED_MODEL, _OTHER], key="model_choice")
+    if choice == EMBEDDED_MODEL:
+        return EMBEDDED_MODEL, False
+    name = st.text_input("Model id or directory", key="model_other", placeholder="Qwen/Qwen3-0.6B or /models/my-model")
+    trust = st.checkbox(
+        "Trust remote code", key="trust_remote_code", help="Runs Python code shipped with the model. Only for authors you trust."
+    )
+    return (name.strip() or None), trust
+
+
+def sampling_settings() -> SamplingConfig | None:
+    """The sampling settings, or None (with an error shown) when they are invalid."""
+    c1, c2, c3, c4, c5 = st.columns(5)
+    temperature = c1.number_input("Temperature", 0.0, 2.0, 0.7, 0.1, key="temperature", help="0 = greedy")
+    top_p = c2.number_input("Top-p", 0.05, 1.0, 0.95, 0.05, key="top_p")
+    max_thinking = c3.number_input(
+        "Max thinking tokens", 1, 32768, 256, 32, key="max_thinking",
+        help="When thinking reaches this, its end is forced and the model answers (s1 budget forcing).",
+    )
+    max_answer = c4.number_input("Max answer tokens", 1, 8192, 96, 16, key="max_answer")
+    seed = c5.number_input("Seed", 0, 2**31 - 1, 0, 1, key="seed")
+    try:
+        return SamplingConfig(float(temperature), float(top_p), int(max_thinking), int(max_answer), int(seed))
+    except ValueError as exc:
+        st.error(str(exc))
+        return None
+
+
+def format_settings(detected: ReasoningFormat, model_key: str) -> ReasoningFormat | None:
+    """Where thinking ends and the answer starts: detected per model, editable by the user."""
+    kinds = ["answer_marker", "think_tags"]
+    with st.expander(f"Thinking / answer split: {detected.describe()}"):
+        kind = st.radio(
+            "Format", kinds, index=kinds.index(detected.kind), horizontal=True, key=f"fmt_kind::{model_key}",
+            format_func={"answer_marker": "Answer marker (plain instruct model)", "think_tags": "<think> tags"}.get,
+        )
+        if kind == "answer_marker":
+            marker = st.text_input("Answer marker", detected.answer_marker, key=f"fmt_marker::{model_key}")
+            values = dict(kind=kind, answer_marker=marker)
+        else:
+            c1, c2 = st.columns(2)
+            open_tag = c1.text_input("Opening tag", detected.open_tag, key=f"fmt_open::{model_key}")
+            close_tag = c2.text_input("Closing tag", detected.close_tag, key=f"fmt_close::{model_key}")
+            preopened = st.checkbox(
+                "Chat template pre-opens the thinking block", detected.starts_in_thinking, key=f"fmt_pre::{model_key}"
+            )
+            values = dict(kind=kind, open_tag=open_tag, close_tag=close_tag, starts_in_thinking=preopened)
+    try:
+        return ReasoningFormat(**values)
+    except ValueError as exc:
+        st.error(str(exc))
+        return None
