@@ -26,7 +26,7 @@ def db(tmp_path) -> Path:
 
 
 def _count(db: Path) -> int:
-    return count_traces(StorageConfig(db_path=db))
+    return count_traces(StorageConfig.from_env(db))  # seeded on first use, like the CLI's database
 
 
 def test_generate_streams_and_stores(db, model_cache_dir, embedded):

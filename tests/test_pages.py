@@ -113,3 +113,19 @@ def test_unwritable_database_gives_a_clear_error(tmp_path, monkeypatch, model_ca
     at = _app("pages/traces.py")
     assert at.error and str(blocker) in at.error[0].value
     st.cache_resource.clear()
+
+
+def test_generate_page_keeps_the_trace_when_the_database_is_unwritable(tmp_path, monkeypatch, model_cache_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("THINKSCOPE_DB", str(blocker / "db.duckdb"))
+    st.cache_resource.clear()
+    at = _app()
+    at.text_area(key="prompt").input("What is 1 + 1?")
+    at.number_input(key="max_thinking").set_value(4)
+    at.number_input(key="max_answer").set_value(2)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("could not be stored" in e.value and str(blocker) in e.value for e in at.error)
+    assert any(b.label == "Retry saving the trace" for b in at.button)
+    st.cache_resource.clear()

@@ -4,6 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from generation.streaming import Finished
+from storage.errors import StorageError
+from storage.traces import save_trace
+from ui.resources import storage_config
 from ui.token_view import TOKEN_CSS, text_html
 
 GRADE_LABELS = {True: "correct", False: "incorrect", None: "ungraded"}
@@ -36,6 +39,23 @@ def show_finished(finished: Finished | None, with_text: bool = False) -> None:
     cols[5].metric("Ended", _STOP_REASONS.get(record.stop_reason, record.stop_reason))
     if finished.error:
         st.error(finished.error)
-    if isinstance(finished.stored, int):
-        st.page_link("pages/trace.py", label=f"Saved as trace #{finished.stored}: open it", icon=":material/search:",
-                     query_params={"id": finished.stored})
+    trace_id = finished.stored
+    if trace_id is None:
+        trace_id = _offer_retry(record)
+    if isinstance(trace_id, int):
+        st.page_link("pages/trace.py", label=f"Saved as trace #{trace_id}: open it", icon=":material/search:",
+                     query_params={"id": trace_id})
+
+
+def _offer_retry(record) -> int | None:
+    """Storing failed (locked or unwritable database): the record is still in memory, so offer to try again."""
+    saved = st.session_state.setdefault("retried_saves", {})
+    if id(record) in saved:
+        return saved[id(record)]
+    if not st.button("Retry saving the trace", key="retry_save"):
+        return None
+    try:
+        saved[id(record)] = save_trace(storage_config(), record)
+    except StorageError as exc:
+        st.error(str(exc))
+    return saved.get(id(record))
