@@ -35,6 +35,9 @@ bench: $(APP_DEPS)
 	$(PY) bench/bench_streaming.py
 	$(PY) bench/bench_model_load.py
 	$(PY) bench/bench_storage.py
+	$(PY) bench/bench_analysis_math.py
+	$(PY) bench/bench_analysis_trace.py
+	$(PY) bench/bench_batch.py
 
 sample-data: $(APP_DEPS)
 	$(PY) sample_data/regenerate.py

@@ -7,6 +7,9 @@ navigation = st.navigation(
         st.Page("pages/generate.py", title="Generate", icon=":material/psychology:", default=True),
         st.Page("pages/traces.py", title="Traces", icon=":material/table_rows:"),
         st.Page("pages/trace.py", title="Trace", icon=":material/search:"),
+        st.Page("pages/length_curve.py", title="Accuracy vs length", icon=":material/show_chart:"),
+        st.Page("pages/strategies.py", title="Strategies", icon=":material/how_to_vote:"),
+        st.Page("pages/signals.py", title="Signals", icon=":material/insights:"),
     ]
 )
 navigation.run()

@@ -3,6 +3,9 @@
     python cli.py generate --prompt "What is 17 + 26?" [--answer 43] [--model M]
     python cli.py import traces.jsonl
     python cli.py export traces.jsonl
+    python cli.py analyze [--trace ID | --run ID] [--model M]
+    python cli.py sweep --prompt TEXT --answer REF --budgets 32,64,128 --samples 8 [--model M] [--json]
+    python cli.py run --strategy NAME --prompts FILE.jsonl [--n N] [--model M] [--json]
 All commands honour THINKSCOPE_DB (or --db).
 """
 from __future__ import annotations
@@ -116,6 +119,170 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def cmd_analyze(args) -> int:
+    """MI peaks, logit-lens settling and confidence for stored traces; skips what is already analysed."""
+    import generation  # noqa: F401  (first: sets OMP_WAIT_POLICY before analysis imports torch)
+    from tqdm import tqdm
+
+    from analysis.trace_signals import AnalysisSettings
+    from generation.analyze import analyze_trace, load_analysis_model
+    from generation.models import ModelLoadError
+    from storage.analyses import save_analysis, unanalysed_trace_ids
+    from storage.traces import get_trace
+
+    config = _storage(args)
+    # Reference: the prompt's stored answer when there is one, else the model's own final answer.
+    settings = {kind: AnalysisSettings(reference=kind, lens_dtype=args.lens_dtype) for kind in ("stored", "self")}
+    if args.trace is not None and get_trace(config, args.trace) is None:
+        print(f"error: no trace {args.trace} in {config.db_path}", file=sys.stderr)
+        return EXIT_USAGE
+    todo = unanalysed_trace_ids(config, tuple(s.key for s in settings.values()), args.model, args.trace, args.run)
+    if not todo:
+        print(f"nothing to analyse: every selected trace is already analysed ({config.db_path})")
+        return EXIT_OK
+    models: dict = {}  # name -> LoadedModel, or the load error message
+    failures = 0
+    for trace_id in tqdm(todo, desc="analysing", unit="trace", disable=None):
+        record = get_trace(config, trace_id).record
+        name = args.model or record.model
+        if name not in models:
+            try:
+                models[name] = load_analysis_model(name)
+            except ModelLoadError as exc:
+                models[name] = str(exc)
+        loaded = models[name]
+        try:
+            if isinstance(loaded, str):
+                raise ValueError(loaded)
+            analysis = analyze_trace(loaded, record, settings["stored" if record.reference_answer else "self"])
+            save_analysis(config, trace_id, analysis)
+        except ValueError as exc:
+            failures += 1
+            tqdm.write(f"trace {trace_id}: not analysed: {exc}", file=sys.stderr)
+    print(f"analysed {len(todo) - failures} of {len(todo)} traces into {config.db_path}")
+    return EXIT_ERROR if failures else EXIT_OK
+
+
+def _load_for_tcc(args):
+    """(model, its reasoning format) for sweep/run, or raises ModelLoadError/ValueError."""
+    from generation.models import ModelSpec, load_model
+    from generation.prompting import detect_format
+
+    loaded = load_model(ModelSpec(args.model, trust_remote_code=args.trust_remote_code))
+    return loaded, detect_format(loaded.tokenizer)
+
+
+def _print_table(rows: list[dict], as_json: bool, extra: dict) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps({**extra, "rows": rows}, default=str))
+        return
+    for key, value in extra.items():
+        print(f"{key}: {value}")
+    if rows:
+        cols = list(rows[0])
+        cells = [[("" if r[c] is None else f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])) for c in cols]
+                 for r in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+        print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def cmd_sweep(args) -> int:
+    from tqdm import tqdm
+
+    from generation.models import ModelLoadError
+    from generation.sweep import SweepSettings, curves, parse_budgets, run_sweep
+
+    try:
+        settings = SweepSettings(args.prompt, args.answer, parse_budgets(args.budgets), args.samples,
+                                 free_samples=args.free_samples, temperature=args.temperature,
+                                 max_answer_tokens=args.max_answer, seed=args.seed)
+        config = _storage(args)
+        loaded, fmt = _load_for_tcc(args)
+    except (ValueError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with tqdm(desc="sweep", unit="cell", disable=None, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            bar.total = total
+            bar.set_postfix(tokens=tokens, refresh=False)
+            bar.update(done - bar.n)
+
+        result = run_sweep(config, loaded, fmt, settings, progress)
+    by_budget, by_length = curves(result.cells)
+    first = {}
+    for c in result.cells:
+        first.setdefault(c.budget, []).append(c.first_correct_token)
+    rows = [{"budget": p.budget, "n": p.n, "accuracy": p.accuracy, "ci_low": p.ci_low, "ci_high": p.ci_high,
+             "mean_thinking_tokens": p.mean_tokens} for p in by_budget.points]
+    if not rows:
+        budgets = sorted({c.budget for c in result.cells if c.budget})
+        rows = [{"budget": b, "n": sum(c.budget == b for c in result.cells), "accuracy": "unknown"} for b in budgets]
+    extra = {"sweep_key": result.key, "generated": result.generated, "stored_cells": len(result.cells),
+             "missing": result.missing, "run_id": result.run_id,
+             "best_budget": by_budget.best.budget if by_budget.best else None,
+             "decline_budget": by_budget.decline.budget if by_budget.decline else None}
+    if settings.reference_answer is None:
+        extra["note"] = "no reference answer: accuracy is unknown"
+    _print_table(rows, args.json, extra)
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from generation.decoding import SamplingConfig
+    from generation.models import ModelLoadError
+    from generation.strategies import StrategySettings, get_strategy
+    from generation.strategies.runner import PromptItem, run_strategy
+
+    try:
+        get_strategy(args.strategy)
+        items = []
+        with open(args.prompts, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    obj = json.loads(line)
+                    if not isinstance(obj, dict) or not str(obj.get("prompt", "")).strip():
+                        raise ValueError(f"{args.prompts}:{lineno}: each line needs a non-empty 'prompt'")
+                    answer = obj.get("answer", obj.get("reference_answer"))
+                    items.append(PromptItem(obj["prompt"], None if answer is None else str(answer), "cli"))
+        if not items:
+            raise ValueError(f"{args.prompts} holds no prompts")
+        sampling = SamplingConfig(args.temperature, 0.95, args.max_thinking, args.max_answer, args.seed)
+        settings = StrategySettings(sampling=sampling, n=args.n, min_thinking_tokens=args.min_thinking,
+                                    max_waits=args.max_waits, effort=args.effort)
+        config = _storage(args)
+        loaded, fmt = _load_for_tcc(args)
+    except (ValueError, OSError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with tqdm(desc=args.strategy, total=len(items), unit="prompt", disable=None, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            bar.set_postfix(tokens=tokens, refresh=False)
+            bar.update(done - bar.n)
+
+        result = run_strategy(config, loaded, args.strategy, items, fmt, settings, progress,
+                              price_per_million=args.price)
+    rows = [{"prompt": s.prompt[:40], "reference": s.reference_answer, "selected": s.selected_answer,
+             "correct": s.correct, "rule": s.rule} for s in result.selections]
+    m = result.metrics
+    extra = {"run_id": result.run_id, "strategy": args.strategy, "selection_accuracy": m["selection_accuracy"],
+             "sample_accuracy": m["accuracy"], "mean_thinking_tokens": m["mean_thinking_tokens"],
+             "mean_answer_tokens": m["mean_answer_tokens"], "tokens_per_s": m["tokens_per_s"],
+             "outcome_efficiency": m["outcome_efficiency"], "e3": m["e3"], "ock_score": m["ock_score"],
+             "cost_usd": m["cost_usd"]}
+    _print_table(rows, args.json, extra)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinkscope", description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="DuckDB file (default: $THINKSCOPE_DB or the user data directory)")
@@ -142,6 +309,44 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export every trace as ThinkScope JSONL")
     exp.add_argument("file")
     exp.set_defaults(func=cmd_export)
+
+    ana = sub.add_parser("analyze", help="MI peaks, deep-thinking ratio and confidence for stored traces")
+    which = ana.add_mutually_exclusive_group()
+    which.add_argument("--trace", type=int, help="one trace id (default: every trace not yet analysed)")
+    which.add_argument("--run", type=int, help="every trace of one run")
+    ana.add_argument("--model", help="analysing model (default: each trace's own model)")
+    ana.add_argument("--lens-dtype", choices=["float32", "bfloat16"], default="float32",
+                     help="logit-lens unembedding precision (float32 is exact, bfloat16 faster)")
+    ana.set_defaults(func=cmd_analyze)
+
+    swp = sub.add_parser("sweep", help="accuracy vs thinking budget for one prompt (resumable)")
+    swp.add_argument("--prompt", required=True)
+    swp.add_argument("--answer", help="reference answer (without one, accuracy is unknown)")
+    swp.add_argument("--budgets", required=True, help="thinking budgets, increasing, e.g. 32,64,128")
+    swp.add_argument("--samples", type=int, default=8, help="samples per budget")
+    swp.add_argument("--free-samples", type=int, default=0, help="free-running samples, binned by length")
+    swp.add_argument("--temperature", type=float, default=0.7)
+    swp.add_argument("--max-answer", type=int, default=48)
+    swp.add_argument("--seed", type=int, default=0)
+    swp.set_defaults(func=cmd_sweep)
+
+    run = sub.add_parser("run", help="run a test-time-compute strategy over a prompt set")
+    run.add_argument("--strategy", required=True, help="greedy, self_consistency, borda, deepconf_online, ...")
+    run.add_argument("--prompts", required=True, help="JSONL with 'prompt' and optional 'answer' per line")
+    run.add_argument("--n", type=int, default=4, help="samples per prompt")
+    run.add_argument("--temperature", type=float, default=0.7)
+    run.add_argument("--max-thinking", type=int, default=256)
+    run.add_argument("--max-answer", type=int, default=48)
+    run.add_argument("--min-thinking", type=int, default=0, help="budget forcing: minimum thinking tokens")
+    run.add_argument("--max-waits", type=int, default=0, help="budget forcing: 'Wait' insertions allowed")
+    run.add_argument("--effort", default="medium", choices=["low", "medium", "high", "max"])
+    run.add_argument("--price", type=float, help="price per million tokens, for the cost figure")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(func=cmd_run)
+    for cmd in (swp, run):
+        cmd.add_argument("--model", default="embedded:SmolLM2-135M-Instruct", help="embedded model, HF id or directory")
+        cmd.add_argument("--trust-remote-code", action="store_true")
+        cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 

@@ -8,6 +8,7 @@ from storage.traces import save_trace
 from ui.live import stream_to_page
 from ui.resources import cached_model, storage_config
 from ui.results import show_finished
+from ui.signal_view import live_analysis, show_analysis
 from ui.widgets import format_settings, model_picker, sampling_settings
 
 st.title("Generate")
@@ -40,5 +41,8 @@ if go:
         st.session_state["last_generation"] = live
         stream_to_page(live)
     show_finished(live.finished)
+    st.session_state["last_analysis"] = live_analysis(config, live.finished)
 elif (last := st.session_state.get("last_generation")) is not None and last.finished is not None:
     show_finished(last.finished, with_text=True)
+    if (analysis := st.session_state.get("last_analysis")) is not None:
+        show_analysis(analysis, key="live", full=False)

@@ -5,6 +5,7 @@ from storage.errors import StorageError
 from ui.charts import token_signal_figure
 from ui.resources import cached_trace, storage_config
 from ui.results import GRADE_LABELS
+from ui.signal_view import analysis_section
 from ui.token_view import SIGNALS, text_html, tokens_html
 
 st.title("Trace")
@@ -40,11 +41,13 @@ if len(tokens) == 0:
     st.markdown(text_html(record.thinking_text or "(none)"), unsafe_allow_html=True)
     st.markdown("**Answer**")
     st.markdown(text_html(record.answer_text or "(none)"), unsafe_allow_html=True)
-    st.stop()
+else:
+    with st.expander("Tokens as generated (stored log-probabilities)", expanded=True):
+        signal = st.radio("Colour tokens by", list(SIGNALS), horizontal=True, key="trace_signal")
+        st.caption("Redder = less confident. Hover a token for its value and the top alternatives.")
+        st.html(tokens_html(tokens, signal))
+        st.plotly_chart(token_signal_figure(tokens), use_container_width=True)
 
-signal = st.radio("Colour tokens by", list(SIGNALS), horizontal=True, key="trace_signal")
-st.caption("Redder = less confident. Hover a token for its value and the top alternatives.")
-st.html(tokens_html(tokens, signal))
-st.plotly_chart(token_signal_figure(tokens), use_container_width=True)
+analysis_section(storage_config(), int(trace_id), record)
 with st.expander("Settings and metadata"):
     st.json({"settings": record.settings, "meta": {k: v for k, v in record.meta.items() if k != "raw_text"}})

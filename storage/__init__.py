@@ -8,6 +8,17 @@ from storage.errors import ConfigError, MigrationError, StorageError, TraceImpor
 from storage.filters import CORRECT_CHOICES, TraceFilter
 from storage.jsonl import export_jsonl, import_jsonl
 from storage.migrate import apply_migrations
+from storage.runs import (
+    Selection,
+    SweepCell,
+    get_run_metrics,
+    list_runs,
+    list_selections,
+    save_run_metrics,
+    save_strategy_run,
+    save_sweep_traces,
+    sweep_cells,
+)
 from storage.traces import (
     LIST_COLUMNS,
     StoredTrace,
@@ -44,4 +55,13 @@ __all__ = [
     "save_trace",
     "save_traces",
     "transaction",
+    "Selection",
+    "SweepCell",
+    "get_run_metrics",
+    "list_runs",
+    "list_selections",
+    "save_run_metrics",
+    "save_strategy_run",
+    "save_sweep_traces",
+    "sweep_cells",
 ]

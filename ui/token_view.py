@@ -63,3 +63,52 @@ def tokens_html(columns: TokenColumns, signal: str = "log-probability", values: 
 def text_html(text: str) -> str:
     """Untrusted plain text as one HTML line (newlines as <br>, so markdown never re-parses it)."""
     return '<div class="ts-tokens">' + html.escape(text).replace("\n", "<br>") + "</div>"
+
+
+# Analysis signals: (label, unit/help, colouring) -- "doubt" reuses the red scale above,
+# "intensity" shades blue by how high the value sits within this trace's range.
+ANALYSIS_SIGNALS = {
+    "MI": ("m_t", "intensity"),
+    "settling depth": ("settling layer", "intensity"),
+    "entropy": ("entropy (nats)", "doubt-high"),
+    "log-probability": ("log p", "doubt-low"),
+    "confidence": ("DeepConf C_t", "doubt-low"),
+}
+_PEAK_STYLE = "outline: 2px solid #d62728; outline-offset: 0px; font-weight: 600;"
+
+
+def _blue(value: float, low: float, high: float) -> str:
+    if math.isnan(value) or high <= low:
+        return "transparent"
+    frac = min(1.0, max(0.0, (value - low) / (high - low)))
+    return f"rgba(31, 119, 180, {0.75 * frac:.2f})"
+
+
+def analysis_tokens_html(
+    texts: list[str], phase: np.ndarray, values: np.ndarray, signal: str, peaks: np.ndarray, extra: list[str] | None = None
+) -> str:
+    """Analysed tokens coloured by one ANALYSIS_SIGNALS entry; MI peak tokens outlined.
+
+    `extra[i]` is more tooltip text for token i. All trace text is escaped.
+    """
+    label, kind = ANALYSIS_SIGNALS[signal]
+    vals = np.asarray(values, dtype=np.float64)
+    finite = vals[np.isfinite(vals)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if kind == "doubt-high" and signal == "entropy":
+        low, high = 0.0, 4.0
+    elif signal == "log-probability":
+        low, high = -6.0, 0.0
+    parts = [TOKEN_CSS, '<div class="ts-phase">Thinking</div><div class="ts-tokens">']
+    in_answer = False
+    for i, piece in enumerate(texts):
+        if phase[i] == ANSWER and not in_answer:
+            in_answer = True
+            parts.append('</div><div class="ts-phase">Answer</div><div class="ts-tokens">')
+        value = float(vals[i])
+        colour = _blue(value, low, high) if kind == "intensity" else _colour(value, low, high, kind == "doubt-low")
+        style = f"background:{colour};" + (_PEAK_STYLE if peaks[i] else "")
+        tip = f"#{i}  {label} = {value:.3f}" + (" · MI peak" if peaks[i] else "") + (f"\n{extra[i]}" if extra else "")
+        parts.append(f'<span style="{style}" title="{html.escape(tip, quote=True)}">{html.escape(piece)}</span>')
+    parts.append("</div>")
+    return "".join(parts)

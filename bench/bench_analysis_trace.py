@@ -1,0 +1,110 @@
+"""MI + logit-lens DTR + confidence on a trace of the embedded model, against the time to generate it.
+
+    .venv/bin/python bench/bench_analysis_trace.py [--tokens 1000] [--growth 250,500,1000,2000,4000]
+
+1. Generates a ~N-token trace (ignore_eos, greedy-free sampling at the app defaults) and times it.
+2. Analyses it with generation.analyze.analyze_trace (bfloat16 and float32 logit lens) and reports
+   analysis / generation time (target <= 0.25) with a per-stage breakdown.
+3. Growth: analyses traces of 250..4000 tokens. Longer traces reuse the generated token ids,
+   repeated (generating 4,000 tokens here would take minutes; the cost depends on length, not content).
+Prints markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import generation  # noqa: F401,E402  (sets OMP_WAIT_POLICY before torch)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from analysis.records import TokenColumns  # noqa: E402
+from analysis.trace_signals import AnalysisSettings  # noqa: E402
+from generation.analyze import analyze_trace  # noqa: E402
+from generation.decoding import SamplingConfig  # noqa: E402
+from generation.models import ModelSpec, load_model  # noqa: E402
+from generation.prompting import detect_format  # noqa: E402
+from generation.streaming import GenerationRequest, LiveGeneration  # noqa: E402
+
+STAGES = ("Forward", "Mutual", "Logit", "Done")
+
+
+def timed_analysis(loaded, record, settings):
+    marks = {}
+    start = time.perf_counter()
+
+    def progress(_fraction, message):
+        marks.setdefault(message.split()[0], time.perf_counter() - start)
+
+    analysis = analyze_trace(loaded, record, settings, progress)
+    total = time.perf_counter() - start
+    stage = {
+        "forward": marks["Mutual"] - marks["Forward"],
+        "mi": marks["Logit"] - marks["Mutual"],
+        "lens+conf": marks["Done"] - marks["Logit"],
+    }
+    return analysis, total, stage
+
+
+def extended(record, n_tokens: int):
+    """The record with its token columns tiled (or cut) to n_tokens; ids stay valid for the model."""
+    cols = record.tokens
+    reps = -(-n_tokens // len(cols))
+    idx = np.tile(np.arange(len(cols)), reps)[:n_tokens]
+    new = TokenColumns(
+        token_id=cols.token_id[idx], text=[cols.text[i] for i in idx], logprob=cols.logprob[idx],
+        entropy=cols.entropy[idx], top_ids=cols.top_ids[idx], top_texts=[cols.top_texts[i] for i in idx],
+        top_logprobs=cols.top_logprobs[idx], phase=np.zeros(n_tokens, np.int8),
+    )
+    return dataclasses.replace(record, tokens=new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=1000)
+    parser.add_argument("--growth", default="250,500,1000,2000,4000")
+    parser.add_argument("--growth-only", action="store_true", help="skip the ratio table (generates --tokens, tiles it)")
+    args = parser.parse_args()
+    loaded = load_model(ModelSpec())
+    print(f"torch threads: {torch.get_num_threads()} · cpus: {os.cpu_count()} · model: {loaded.name}\n")
+
+    fmt = detect_format(loaded.tokenizer)
+    sampling = SamplingConfig(0.7, 0.95, args.tokens - 40, 40, 0)
+    request = GenerationRequest("A train leaves at 3 pm at 60 km/h; another at 4 pm at 80 km/h. When does the second catch up?",
+                                sampling, fmt, "7 pm")
+    with LiveGeneration(loaded, request, ignore_eos=True) as live:
+        for _ in live.events():
+            pass
+    record = live.finished.record
+    gen_s, n = record.latency_s, len(record.tokens)
+    print(f"generated {n} tokens in {gen_s:.1f} s ({1000 * gen_s / n:.1f} ms/token)\n")
+
+    if args.growth_only:
+        return growth(loaded, record, args.growth)
+    print("| lens matmul | tokens | forward s | MI s | lens + confidence s | analysis s | analysis / generation |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in ("bfloat16", "float32"):
+        _, total, stage = timed_analysis(loaded, record, AnalysisSettings(lens_dtype=dtype))
+        print(f"| {dtype} | {n} | {stage['forward']:.2f} | {stage['mi']:.2f} | {stage['lens+conf']:.2f} | "
+              f"{total:.2f} | **{total / gen_s:.3f}** |", flush=True)
+    growth(loaded, record, args.growth)
+
+
+def growth(loaded, record, sizes: str) -> None:
+    print("\n| tokens | analysis s (bfloat16 lens) | ms / token | MI s | lens + confidence s |")
+    print("|---|---|---|---|---|")
+    for size in (int(s) for s in sizes.split(",") if s):
+        _, total, stage = timed_analysis(loaded, extended(record, size), AnalysisSettings())
+        print(f"| {size} | {total:.2f} | {1000 * total / size:.1f} | {stage['mi']:.2f} | {stage['lens+conf']:.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

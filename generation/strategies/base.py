@@ -1,0 +1,118 @@
+"""The one interface every strategy implements, its settings, and helpers they share."""
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from analysis.confidence import ConfidenceSettings, trace_confidence
+from analysis.reasoning import ReasoningFormat
+from analysis.records import TraceRecord
+from analysis.voting import Vote
+from generation.batch import BatchRow, BatchSettings, BudgetForcing, EarlyStop, Progress, generate_batch
+from generation.decoding import SamplingConfig
+from generation.models import LoadedModel
+
+# Effort levels as the commercial APIs expose them, mapped to maximum thinking budgets (tokens).
+EFFORT_BUDGETS = {"low": 64, "medium": 256, "high": 1024, "max": 4096}
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    """Everything a strategy may read. n: samples per prompt (strategies that need one use one)."""
+
+    sampling: SamplingConfig = SamplingConfig()
+    n: int = 4
+    borda_p: float = 0.5  # Borda exponent; 0 is a plain majority vote
+    alpha: float = 0.3  # Best-of-Majority share threshold
+    eta: float = 10.0  # DeepConf: keep the top eta% (offline) / threshold percentile (online)
+    warmup: int = 16  # DeepConf online warm-up traces (capped at n)
+    window: int = 2048  # DeepConf group window, tokens
+    min_thinking_tokens: int = 0  # s1 minimum budget
+    max_waits: int = 0  # s1: how many times an early end may be replaced by "Wait"
+    effort: str = "medium"
+    beam_width: int = 2  # M: children per beam (beam search, DVTS)
+    max_steps: int = 6  # search rounds; the last one runs to the end
+    step_aggregate: str = "last"  # how a beam's step scores combine: last, min or prod
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"N must be at least 1 (got {self.n})")
+        if not 0 <= self.alpha <= 1 or not 0 < self.eta <= 100 or self.borda_p < 0:
+            raise ValueError("alpha must be in [0, 1], eta in (0, 100], borda_p >= 0")
+        if self.warmup < 1 or self.window < 1:
+            raise ValueError("warmup and window must be >= 1")
+        if self.effort not in EFFORT_BUDGETS:
+            raise ValueError(f"effort must be one of {', '.join(EFFORT_BUDGETS)}, not {self.effort!r}")
+        BudgetForcing(self.min_thinking_tokens, self.max_waits)
+        if self.beam_width < 1 or self.max_steps < 1 or self.step_aggregate not in ("last", "min", "prod"):
+            raise ValueError("beam_width and max_steps must be >= 1; step_aggregate last, min or prod")
+
+    def to_dict(self) -> dict:
+        return {"sampling": self.sampling.to_dict(), "n": self.n, "borda_p": self.borda_p, "alpha": self.alpha,
+                "eta": self.eta, "warmup": self.warmup, "window": self.window,
+                "min_thinking_tokens": self.min_thinking_tokens, "max_waits": self.max_waits, "effort": self.effort,
+                "beam_width": self.beam_width, "max_steps": self.max_steps, "step_aggregate": self.step_aggregate}
+
+
+@dataclass
+class Context:
+    """One prompt's job: what to generate and where progress and Stop go."""
+
+    loaded: LoadedModel
+    prompt: str
+    reference: str | None
+    fmt: ReasoningFormat
+    settings: StrategySettings
+    progress: Progress | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    prompt_source: str = "user"
+
+    def sample(self, n: int, sampling: SamplingConfig | None = None, forcing: BudgetForcing = BudgetForcing(),
+               early_stop: EarlyStop | None = None) -> list[TraceRecord]:
+        rows = [BatchRow(self.prompt, self.reference, self.prompt_source)] * n
+        settings = BatchSettings(sampling or self.settings.sampling, forcing, early_stop)
+        return generate_batch(self.loaded, rows, self.fmt, settings, self.stop_event, self.progress)
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """The samples of one prompt and the vote that picked its answer; `scores` per sample (or None)."""
+
+    records: list[TraceRecord]
+    vote: Vote
+    scores: list[float] | None = None
+    score_name: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    title: str
+    describe: str
+    generate: Callable[[Context], PromptResult]
+
+
+def answers(records: list[TraceRecord]) -> list[str | None]:
+    return [r.extracted_answer for r in records]
+
+
+def self_certainty(record: TraceRecord) -> float:
+    """Mean token self-certainty over the response (every generated token); NaN when there is none."""
+    values = record.meta.get("token_self_certainty") or []
+    return float(np.mean(values)) if values else math.nan
+
+
+def lowest_group_confidence(record: TraceRecord, window: int) -> float:
+    values = record.meta.get("token_confidence") or []
+    if not values:
+        return math.nan
+    return trace_confidence(np.asarray(values, dtype=np.float64), ConfidenceSettings(window=window)).lowest_group
+
+
+def with_budget(sampling: SamplingConfig, max_thinking_tokens: int) -> SamplingConfig:
+    return replace(sampling, max_thinking_tokens=max_thinking_tokens)
