@@ -1,27 +1,16 @@
 """Generate: type a prompt, watch the model think live, and keep the trace."""
 import streamlit as st
 
-from generation.models import ModelLoadError
-from generation.prompting import detect_format
 from generation.streaming import GenerationRequest, LiveGeneration
 from storage.traces import save_trace
 from ui.live import stream_to_page
-from ui.resources import cached_model, storage_config
+from ui.resources import storage_config
 from ui.results import show_finished
 from ui.signal_view import live_analysis, show_analysis
-from ui.widgets import format_settings, model_picker, sampling_settings
+from ui.widgets import model_and_format, sampling_settings
 
 st.title("Generate")
-name, trust = model_picker()
-if name is None:
-    st.info("Type a Hugging Face model id or a local model directory.")
-    st.stop()
-try:
-    loaded = cached_model(name, trust)
-except ModelLoadError as exc:
-    st.error(str(exc))
-    st.stop()
-fmt = format_settings(detect_format(loaded.tokenizer), model_key=name)
+loaded, fmt = model_and_format()
 sampling = sampling_settings()
 prompt = st.text_area("Prompt", key="prompt", placeholder="What is 17 + 26?", height=100)
 reference = st.text_input("Reference answer (optional, used to grade the answer)", key="reference")

@@ -1,24 +1,13 @@
 """Accuracy vs length: thinking budgets x samples for one prompt, the curve, and its traces."""
 import streamlit as st
 
-from generation.models import ModelLoadError
-from generation.prompting import detect_format
-from ui.resources import cached_model, storage_config
+from ui.resources import storage_config
 from ui.sweep_view import run_with_progress, show_result, sweep_inputs
-from ui.widgets import format_settings, model_picker
+from ui.widgets import model_and_format
 
 st.title("Accuracy vs length")
 st.caption("Forced thinking budgets (s1) and free-running samples binned by length, with Wilson 95% intervals.")
-name, trust = model_picker()
-if name is None:
-    st.info("Type a Hugging Face model id or a local model directory.")
-    st.stop()
-try:
-    loaded = cached_model(name, trust)
-except ModelLoadError as exc:
-    st.error(str(exc))
-    st.stop()
-fmt = format_settings(detect_format(loaded.tokenizer), model_key=name)
+loaded, fmt = model_and_format()
 settings = sweep_inputs()
 
 go_col, stop_col, _ = st.columns([1, 1, 6])

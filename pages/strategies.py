@@ -1,23 +1,12 @@
 """Strategies: run a test-time-compute strategy on a prompt (or the prompt set); compare runs."""
 import streamlit as st
 
-from generation.models import ModelLoadError
-from generation.prompting import detect_format
-from ui.resources import cached_model, storage_config
+from ui.resources import storage_config
 from ui.strategy_view import prompts_input, run_with_progress, runs_table, show_run, strategy_inputs
-from ui.widgets import format_settings, model_picker
+from ui.widgets import model_and_format
 
 st.title("Strategies")
-name, trust = model_picker()
-if name is None:
-    st.info("Type a Hugging Face model id or a local model directory.")
-    st.stop()
-try:
-    loaded = cached_model(name, trust)
-except ModelLoadError as exc:
-    st.error(str(exc))
-    st.stop()
-fmt = format_settings(detect_format(loaded.tokenizer), model_key=name)
+loaded, fmt = model_and_format()
 chosen = strategy_inputs()
 items = prompts_input()
 price = st.number_input("Price per million tokens (USD)", 0.0, 1000.0, 0.6, 0.1, key="strat_price")

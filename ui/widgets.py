@@ -5,7 +5,9 @@ import streamlit as st
 
 from analysis.reasoning import ReasoningFormat
 from generation.decoding import SamplingConfig
-from generation.models import EMBEDDED_MODEL
+from generation.models import EMBEDDED_MODEL, LoadedModel, ModelLoadError
+from generation.prompting import detect_format
+from ui.resources import cached_model
 
 _OTHER = "Other (Hugging Face id or local directory)…"
 
@@ -64,3 +66,17 @@ def format_settings(detected: ReasoningFormat, model_key: str) -> ReasoningForma
     except ValueError as exc:
         st.error(str(exc))
         return None
+
+
+def model_and_format() -> tuple[LoadedModel, ReasoningFormat | None]:
+    """The picked model, loaded (or the page stops with a message), and its editable reasoning format."""
+    name, trust = model_picker()
+    if name is None:
+        st.info("Type a Hugging Face model id or a local model directory.")
+        st.stop()
+    try:
+        loaded = cached_model(name, trust)
+    except ModelLoadError as exc:
+        st.error(str(exc))
+        st.stop()
+    return loaded, format_settings(detect_format(loaded.tokenizer), model_key=name)
