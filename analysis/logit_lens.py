@@ -17,6 +17,10 @@ LN2 = math.log(2.0)
 # log-probs below this are exp-underflow zeros in any float type; clamping them keeps
 # 0 * log 0 terms at 0 instead of NaN (-inf - -inf) without changing any probability.
 _LOG_FLOOR = -1.0e4
+# Smallest m we take a log of: below float32's normal range, so it only replaces exact zeros.
+_TINY = 1.0e-38
+# Rows per JSD block: 8 x V float32 temporaries (1.5 MB at V = 49,152) stay in a 2-4 MB L2.
+_JSD_BLOCK_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,53 @@ def _jsd_rows(lp_nv: torch.Tensor, p_nv: torch.Tensor, lq_nv: torch.Tensor) -> t
     return terms.sum(-1).double().mul_(0.5).clamp_(0.0, LN2)
 
 
-def jsd_to_final(hidden_ltd, to_logprobs: LogProbFn, chunk_tokens: int = 128) -> np.ndarray:
+def _jsd_rows_from_logits(p_nv: torch.Tensor, p_log_p_n: torch.Tensor, logits_nv: torch.Tensor) -> torch.Tensor:
+    """JSD(p || softmax(logits)) per row, float64 [n], nats; p_log_p_n = sum(p * log p) per row.
+
+    The entropy form JSD = (sum p log p + sum q log q) / 2 - sum m log m, with q and its
+    normalisation taken from the raw logits in the same passes: 7 passes over [n, V] instead of
+    log-softmax + _jsd_rows' 13 (1.4x faster per block at V = 49,152). Its float32 cancellation
+    costs ~1e-6 nats, far below anything the settling threshold or the heatmap resolves.
+    Where p and q both underflow, u = p + q is clamped to a tiny value, so u log u stays 0.
+    """
+    x = logits_nv.to(p_nv.dtype, copy=True)
+    x.sub_(x.amax(-1, keepdim=True))
+    q = x.exp()
+    total = q.sum(-1, keepdim=True)
+    q_log_q = (q * x).sum(-1) / total[:, 0] - total[:, 0].log()  # sum q (x - log total), q normalised
+    u = q.div_(total).add_(p_nv).clamp_min_(_TINY)  # p + q = 2m
+    u_log_u = (u * u.log()).sum(-1)
+    # sum m log m = (sum u log u) / 2 - ln 2, since sum u = 2.
+    return (0.5 * (p_log_p_n + q_log_q) - 0.5 * u_log_u + LN2).double().clamp_(0.0, LN2)
+
+
+def jsd_rows(final_logprobs_nv: torch.Tensor, logprobs_nv: torch.Tensor) -> np.ndarray:
+    """JSD(p_final || q) for n matching rows of log-probabilities [n, V]: float64 [n], nats."""
+    if final_logprobs_nv.shape != logprobs_nv.shape or final_logprobs_nv.ndim != 2:
+        raise ValueError(f"need two [n, V] arrays of the same shape, got {tuple(final_logprobs_nv.shape)} "
+                         f"and {tuple(logprobs_nv.shape)}")
+    out = np.zeros(final_logprobs_nv.shape[0], dtype=np.float64)
+    with torch.no_grad():
+        for b0 in range(0, len(out), _JSD_BLOCK_ROWS):
+            b1 = min(b0 + _JSD_BLOCK_ROWS, len(out))
+            lp = _summable(final_logprobs_nv[b0:b1]).clamp_min(_LOG_FLOOR)
+            out[b0:b1] = _jsd_rows(lp, lp.exp(), _summable(logprobs_nv[b0:b1]).to(lp.dtype)).cpu().numpy()
+    return out
+
+
+def _summable(lp: torch.Tensor) -> torch.Tensor:
+    if not lp.is_floating_point() or lp.dtype in (torch.float16, torch.bfloat16):
+        return lp.float()  # half-precision sums over 10^5 terms lose the small divergences
+    return lp
+
+
+def jsd_to_final(
+    hidden_ltd,
+    to_logprobs: LogProbFn,
+    chunk_tokens: int = 128,
+    final_logprobs_tv: torch.Tensor | None = None,
+    normalized: bool = True,
+) -> np.ndarray:
     """D[l, t] = JSD(p_{t,L} || p_{t,l}) for every layer and token: float64 [L, T], nats.
 
     hidden_ltd: [L, T, d] (tensor, array, or a sequence of L [T, d] arrays): the output of each
@@ -75,7 +125,16 @@ def jsd_to_final(hidden_ltd, to_logprobs: LogProbFn, chunk_tokens: int = 128) ->
     to_logprobs: applies the final norm and the unembedding and returns log_softmax over the
         vocabulary; it is applied to every layer, so layer L gives the real sampling distribution.
     chunk_tokens: rows per to_logprobs call; peak memory is a few [chunk_tokens, V] arrays.
+    final_logprobs_tv: to_logprobs(hidden_ltd[-1]) [T, V] when the caller already has it (it needs
+        the final distribution for confidence anyway), saving one unembedding per token.
+    normalized: False when to_logprobs returns raw logits (any float dtype, e.g. a bfloat16
+        product): each cache-sized block is then log-softmaxed in float32 where it is used, which
+        saves two passes over every [chunk_tokens, V] array. final_logprobs_tv stays normalized.
     Row L is exactly 0 by definition (JSD of a distribution with itself) and is not computed.
+
+    Two chunk sizes on purpose: the unembedding product wants many rows per call (M = 128 ran 1.6x
+    faster per row than M = 32), the JSD wants few, so that its [rows, V] temporaries stay in L2
+    (8-row blocks ran 2.5x faster than 32-row ones at V = 49,152; BENCHMARKS.md).
     """
     if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be an int >= 1, got {chunk_tokens!r}")
@@ -93,18 +152,31 @@ def jsd_to_final(hidden_ltd, to_logprobs: LogProbFn, chunk_tokens: int = 128) ->
         lp = to_logprobs(h)
         if lp.ndim != 2 or lp.shape[0] != t1 - t0:
             raise ValueError(f"to_logprobs returned shape {tuple(lp.shape)} for {t1 - t0} rows")
-        if not lp.is_floating_point() or lp.dtype in (torch.float16, torch.bfloat16):
-            lp = lp.float()  # half-precision sums over 10^5 terms lose the small divergences
-        return lp
+        return lp if not normalized else _summable(lp)
 
+    def final_chunk(t0: int, t1: int) -> torch.Tensor:
+        if final_logprobs_tv is not None:
+            return _summable(final_logprobs_tv[t0:t1])
+        final = layer_chunk(n_layers - 1, t0, t1)
+        return final if normalized else torch.log_softmax(_summable(final), dim=-1)
+
+    if final_logprobs_tv is not None and tuple(final_logprobs_tv.shape[:1]) != (n_t,):
+        raise ValueError(f"final_logprobs_tv has {final_logprobs_tv.shape[0]} rows for {n_t} tokens")
     with torch.no_grad():
         for t0 in range(0, n_t, chunk_tokens):
             t1 = min(t0 + chunk_tokens, n_t)
-            lp_final = layer_chunk(n_layers - 1, t0, t1).clamp_min(_LOG_FLOOR)
+            lp_final = final_chunk(t0, t1).clamp_min(_LOG_FLOOR)
             p_final = lp_final.exp()
+            p_log_p = (p_final * lp_final).sum(-1)
             for l in range(n_layers - 1):
-                lq = layer_chunk(l, t0, t1).to(lp_final.dtype)
-                out_lt[l, t0:t1] = _jsd_rows(lp_final, p_final, lq).cpu().numpy()
+                head = layer_chunk(l, t0, t1)
+                for b0 in range(0, t1 - t0, _JSD_BLOCK_ROWS):
+                    b1 = min(b0 + _JSD_BLOCK_ROWS, t1 - t0)
+                    if normalized:
+                        jsd = _jsd_rows(lp_final[b0:b1], p_final[b0:b1], head[b0:b1].to(lp_final.dtype))
+                    else:
+                        jsd = _jsd_rows_from_logits(p_final[b0:b1], p_log_p[b0:b1], head[b0:b1])
+                    out_lt[l, t0 + b0 : t0 + b1] = jsd.cpu().numpy()
     return out_lt
 
 

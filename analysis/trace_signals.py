@@ -23,7 +23,11 @@ REFERENCE_KINDS = {
     "typed": "a reference typed by the user",
     "self": "the model's own final answer (self-referenced MI)",
 }
-LENS_DTYPES = ("float32", "bfloat16")
+LENS_DTYPES = ("auto", "float32", "bfloat16")
+# With a bfloat16 lens, every JSD within this many nats of g is recomputed in float32, so the
+# settling depth and DTR are the float32 ones; bf16 errors measured on real traces stay far below
+# it (BENCHMARKS.md, issue 3).
+LENS_EXACT_BAND_NATS = 0.05
 
 
 class MissingReferenceError(ValueError):
@@ -35,7 +39,11 @@ class AnalysisSettings:
     """Every parameter that changes an analysis result; `key` identifies it in storage.
 
     layer: decoder block whose output feeds MI, 1-based; -1 = the last block (the card's choice).
-    lens_dtype: dtype of the logit-lens unembedding product (float32 = exact, bfloat16 = faster).
+    lens_dtype: the logit-lens unembedding product. float32: exact everywhere. bfloat16: about 3x
+        faster where the hardware has bf16 units; divergences within LENS_EXACT_BAND_NATS of g are
+        recomputed in float32, so depths and DTR match float32 and only the heatmap carries bf16
+        rounding (~1e-3 nats). auto: bfloat16 where it is fast (AMX / AVX512-BF16 CPUs, GPUs), else
+        float32.
     """
 
     sigma: float = 50.0
@@ -48,7 +56,7 @@ class AnalysisSettings:
     window: int = 2048
     reference: str = "stored"
     typed_reference: str | None = None
-    lens_dtype: str = "float32"
+    lens_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         # Reuse the validating constructors of the math modules so the rules live in one place.

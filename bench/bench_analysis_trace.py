@@ -90,15 +90,67 @@ def main() -> None:
         return growth(loaded, record, args.growth)
     print("| lens matmul | tokens | forward s | MI s | lens + confidence s | analysis s | analysis / generation |")
     print("|---|---|---|---|---|---|---|")
+    results = {}
     for dtype in ("bfloat16", "float32"):
-        _, total, stage = timed_analysis(loaded, record, AnalysisSettings(lens_dtype=dtype))
+        results[dtype], total, stage = timed_analysis(loaded, record, AnalysisSettings(lens_dtype=dtype))
         print(f"| {dtype} | {n} | {stage['forward']:.2f} | {stage['mi']:.2f} | {stage['lens+conf']:.2f} | "
               f"{total:.2f} | **{total / gen_s:.3f}** |", flush=True)
+    precision_report(results["bfloat16"], results["float32"])
+    lens_side_by_side(loaded, record)
     growth(loaded, record, args.growth)
 
 
+def precision_report(fast, exact) -> None:
+    """What the bfloat16 unembedding changes against the float32 one, on the same trace."""
+    a, b = fast.tokens, exact.tokens
+    diff = np.abs(a.jsd_lt - b.jsd_lt)
+    same_depth = float(np.mean(a.settling_depth == b.settling_depth))
+    within_one = float(np.mean(np.abs(a.settling_depth - b.settling_depth) <= 1))
+    print(f"\nbfloat16 vs float32 lens on this trace: JSD max |diff| {diff.max():.4f} nats, mean {diff.mean():.5f}; "
+          f"settling depth equal for {100 * same_depth:.1f}% of tokens, within one layer for {100 * within_one:.1f}%; "
+          f"DTR {fast.summary.dtr:.4f} vs {exact.summary.dtr:.4f}; confidence signals identical "
+          f"(both float32): {bool(np.array_equal(a.entropy, b.entropy))}", flush=True)
+    print("; ".join(note for note in fast.notes if "recomputed" in note), flush=True)
+
+
+def lens_side_by_side(loaded, record, reps: int = 2) -> None:
+    """The float32 logit-lens JSD of this trace, before (one 32-token chunk size for both the product
+    and the JSD, final layer unembedded twice) and after (128-token products, log-softmax and JSD in
+    8-row blocks, final layer reused), alternating so both see the same machine load."""
+    from analysis import logit_lens
+    from generation.analyze import forced_input
+    from generation.hidden_states import LogitLens, teacher_forced_states
+
+    inputs = forced_input(loaded, record)
+    states = teacher_forced_states(loaded.model, inputs.prompt_ids, inputs.token_ids).layers_ltd
+    lens = LogitLens(loaded.model)
+
+    def before():
+        logit_lens._JSD_BLOCK_ROWS = 32
+        for t0 in range(0, states.shape[1], 32):
+            logit_lens.jsd_to_final(states[:, t0:t0 + 32], lens, chunk_tokens=32)
+            lens(states[-1, t0:t0 + 32])
+
+    def after():
+        logit_lens._JSD_BLOCK_ROWS = 8
+        for t0 in range(0, states.shape[1], 128):
+            final = lens(states[-1, t0:t0 + 128])
+            logit_lens.jsd_to_final(states[:, t0:t0 + 128], lens.logits, chunk_tokens=128, final_logprobs_tv=final,
+                                    normalized=False)
+
+    times = {"before": [], "after": []}
+    for _ in range(reps):
+        for name, fn in (("before", before), ("after", after)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    b, a = min(times["before"]), min(times["after"])
+    print(f"\nfloat32 lens JSD over {states.shape[0]} layers x {states.shape[1]} tokens, best of {reps}: "
+          f"before {b:.2f} s, after {a:.2f} s: **{b / a:.2f}x** faster\n", flush=True)
+
+
 def growth(loaded, record, sizes: str) -> None:
-    print("\n| tokens | analysis s (bfloat16 lens) | ms / token | MI s | lens + confidence s |")
+    print("\n| tokens | analysis s (default lens: auto) | ms / token | MI s | lens + confidence s |")
     print("|---|---|---|---|---|")
     for size in (int(s) for s in sizes.split(",") if s):
         _, total, stage = timed_analysis(loaded, extended(record, size), AnalysisSettings())

@@ -123,15 +123,24 @@ class LogitLens:
 
     def __init__(self, model, matmul_dtype: torch.dtype = torch.float32):
         self._norm = model.model.norm
-        self._weight = model.lm_head.weight.detach().to(matmul_dtype)
+        weight_vd = model.lm_head.weight.detach()
+        # A converted copy is made anyway, so make it [d, V] contiguous: 1.2x faster bf16 products
+        # than multiplying by the transposed view. The float32 lens keeps a view (no second copy).
+        self._weight_dv = weight_vd.T if weight_vd.dtype == matmul_dtype else weight_vd.to(matmul_dtype).T.contiguous()
         self._bias = getattr(model.lm_head, "bias", None)
         self._dtype = matmul_dtype
         self._norm_dtype = next(self._norm.parameters()).dtype
 
-    def __call__(self, hidden_nd: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden_nd: torch.Tensor) -> torch.Tensor:
+        """Raw logits [n, V] in the product's dtype (jsd_to_final(..., normalized=False) takes these)."""
         with torch.inference_mode():
-            normed = self._norm(hidden_nd.to(self._weight.device, self._norm_dtype))
-            logits = normed.to(self._dtype) @ self._weight.T
+            normed = self._norm(hidden_nd.to(self._weight_dv.device, self._norm_dtype))
+            logits = normed.to(self._dtype) @ self._weight_dv
             if self._bias is not None:
                 logits = logits + self._bias.to(self._dtype)
-            return torch.log_softmax(logits.float(), dim=-1)
+            return logits
+
+    def __call__(self, hidden_nd: torch.Tensor) -> torch.Tensor:
+        """Natural log-probabilities [n, V], float32."""
+        with torch.inference_mode():
+            return torch.log_softmax(self.logits(hidden_nd).float(), dim=-1)

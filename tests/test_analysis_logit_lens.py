@@ -79,6 +79,35 @@ def test_jsd_accepts_a_list_of_layers_float32_and_chunk_sizes_agree():
     np.testing.assert_allclose(a, reference_jsd(hidden.astype(np.float64), tiny_lens(6, 40, seed=3)[0]), atol=2e-6)
 
 
+def test_jsd_blocks_and_a_supplied_final_layer_give_the_reference():
+    # 21 tokens in 16-token lens calls: JSD blocks of 8 rows end mid-chunk and at a ragged tail.
+    rng = np.random.default_rng(4)
+    hidden = rng.normal(size=(5, 21, 6))
+    to_logprobs, calls = tiny_lens(6, 30, seed=5)
+    want = reference_jsd(hidden, to_logprobs)
+    calls.clear()
+    final = to_logprobs(torch.tensor(hidden[-1]))
+    got = jsd_to_final(hidden, to_logprobs, chunk_tokens=16, final_logprobs_tv=final)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+    assert sum(calls) == 1 * 21 + 4 * 21  # the final layer is not pushed through the head again
+    with pytest.raises(ValueError, match="rows"):
+        jsd_to_final(hidden, to_logprobs, final_logprobs_tv=final[:5])
+
+
+def test_jsd_from_raw_logits_normalizes_each_block():
+    # Log-probs shifted by a different constant per row are valid raw logits of the same distributions.
+    rng = np.random.default_rng(6)
+    hidden = rng.normal(size=(4, 19, 5))
+    to_logprobs, _ = tiny_lens(5, 25, seed=7)
+    shift = torch.tensor(rng.normal(scale=10.0, size=(19, 1)))
+    to_logits = lambda h: to_logprobs(h) + shift[: h.shape[0]]  # noqa: E731  (chunk_tokens >= 19: one call per layer)
+    want = reference_jsd(hidden, to_logprobs)
+    np.testing.assert_allclose(jsd_to_final(hidden, to_logits, normalized=False), want, rtol=1e-10, atol=1e-14)
+    final = to_logprobs(torch.tensor(hidden[-1]))
+    got = jsd_to_final(hidden, to_logits, normalized=False, final_logprobs_tv=final)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
 def test_jsd_extremes_disjoint_and_identical_supports():
     # Layer 0 puts all mass on token 0, the final layer on token 1; layer 1 equals the final one.
     def to_logprobs(h):
