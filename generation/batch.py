@@ -28,6 +28,7 @@ import torch
 
 from analysis.records import ANSWER, TOP_K_ALTERNATIVES, TokenStep, TraceRecord
 from analysis.reasoning import PhaseTracker, ReasoningFormat, find_boundary
+from generation.backends import Backend
 from generation.decoding import DecodeOutcome, IncrementalDetokenizer, SamplingConfig, _eos_ids, sample_next
 from generation.models import LoadedModel
 from generation.prompting import encode_prompt
@@ -184,7 +185,7 @@ def _replay(row: _Row, tokenizer, fmt: ReasoningFormat) -> None:
 
 
 def generate_batch(
-    loaded: LoadedModel,
+    loaded: LoadedModel | Backend,
     rows: Sequence[BatchRow],
     fmt: ReasoningFormat,
     settings: BatchSettings,
@@ -199,6 +200,8 @@ def generate_batch(
     """
     if len(rows) == 0:
         raise ValueError("N must be at least 1: nothing to generate")
+    if not isinstance(loaded, LoadedModel):  # another backend (a remote server) samples its own way
+        return loaded.sample(rows, fmt, settings, stop_event, progress)
     model, tok = loaded.model, loaded.tokenizer
     cfg = settings.sampling
     stop_event = stop_event or threading.Event()

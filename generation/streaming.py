@@ -16,9 +16,9 @@ from typing import Any
 from analysis.answers import extract_answer, grade
 from analysis.records import TokenColumns, TokenStep, TraceRecord
 from analysis.reasoning import ReasoningFormat, split_reasoning, token_phases
-from generation.decoding import DecodeOutcome, SamplingConfig, decode
+from generation.backends import Backend, StreamOutcome, as_backend
+from generation.decoding import DecodeOutcome, SamplingConfig
 from generation.models import LoadedModel
-from generation.prompting import encode_prompt
 
 log = logging.getLogger(__name__)
 _JOIN_TIMEOUT_S = 30.0
@@ -66,6 +66,7 @@ def build_record(
         meta["forced_positions"] = outcome.forced_positions
     if error:
         meta["error"] = error
+    meta.update(getattr(outcome, "meta", None) or {})  # a backend's own notes (StreamOutcome)
     return TraceRecord(
         prompt=request.prompt,
         model=model_name,
@@ -95,12 +96,12 @@ class LiveGeneration:
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: LoadedModel | Backend,
         request: GenerationRequest,
         on_finish: Callable[[TraceRecord], Any] | None = None,
         ignore_eos: bool = False,
     ):
-        self._loaded = loaded
+        self._backend = as_backend(loaded)
         self._request = request
         self._on_finish = on_finish
         self._ignore_eos = ignore_eos
@@ -142,21 +143,11 @@ class LiveGeneration:
 
     def _work(self) -> None:
         steps: list[TokenStep] = []
-        outcome = DecodeOutcome()
+        outcome = StreamOutcome()
         error = None
         start = time.perf_counter()
         try:
-            prompt_ids = encode_prompt(self._loaded.tokenizer, self._request.prompt, self._request.fmt)
-            for step in decode(
-                self._loaded.model,
-                self._loaded.tokenizer,
-                prompt_ids,
-                self._request.sampling,
-                self._request.fmt,
-                self._stop,
-                outcome,
-                ignore_eos=self._ignore_eos,
-            ):
+            for step in self._backend.stream(self._request, self._stop, outcome, ignore_eos=self._ignore_eos):
                 steps.append(step)
                 self._queue.put(step)
         except Exception as exc:  # the record is still stored, marked with the error
@@ -165,7 +156,7 @@ class LiveGeneration:
             error = f"{type(exc).__name__}: {exc}"
         finally:
             record = build_record(
-                self._request, self._loaded.name, steps, outcome, time.perf_counter() - start, error
+                self._request, self._backend.name, steps, outcome, time.perf_counter() - start, error
             )
             stored, store_error = None, None
             if self._on_finish is not None:
@@ -179,7 +170,7 @@ class LiveGeneration:
 
 
 def generate(
-    loaded: LoadedModel,
+    loaded: LoadedModel | Backend,
     request: GenerationRequest,
     on_token: Callable[[TokenStep], None] | None = None,
     on_finish: Callable[[TraceRecord], Any] | None = None,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from analysis.length_curve import LengthCurve, LengthSample, budget_curve, quantile_curve
 from analysis.reasoning import ReasoningFormat
+from generation.backends import Backend, as_backend, require
 from generation.batch import BatchRow, BatchSettings, generate_batch
 from generation.decoding import SamplingConfig
 from generation.models import LoadedModel
@@ -91,18 +92,21 @@ class SweepResult:
     run_id: int | None  # the run holding this call's traces; None when nothing was generated
     stopped: bool
     missing: int  # wanted cells still not stored (after a cancel)
+    error: str | None = None  # why cells failed (e.g. the server went away); they are not stored
 
 
 def run_sweep(
     config: StorageConfig,
-    loaded: LoadedModel,
+    loaded: LoadedModel | Backend,
     fmt: ReasoningFormat,
     settings: SweepSettings,
     progress: SweepProgress | None = None,
     stop_event: threading.Event | None = None,
 ) -> SweepResult:
+    backend = as_backend(loaded)
+    require(backend, ("budget_forcing",), "The accuracy-vs-length sweep")
     stop_event = stop_event or threading.Event()
-    key = settings.key(loaded.name, fmt)
+    key = settings.key(backend.name, fmt)
     wanted = settings.cells()
     stored = {(c.budget, c.sample_index): c for c in sweep_cells(config, key)}
     todo = [cell for cell in wanted if cell not in stored]
@@ -111,12 +115,13 @@ def run_sweep(
         progress(done, len(wanted), 0)
     run_id = None
     generated = []
+    error = None
     for start in range(0, len(todo), settings.batch_size):
         if stop_event.is_set():
             break
         chunk = todo[start : start + settings.batch_size]
         if run_id is None:
-            run_id = create_run(config, loaded.name, "sweep", {"sweep_key": key, "prompt": settings.prompt,
+            run_id = create_run(config, backend.name, "sweep", {"sweep_key": key, "prompt": settings.prompt,
                                                                 "budgets": list(settings.budgets),
                                                                 "samples_per_budget": settings.samples_per_budget,
                                                                 "free_samples": settings.free_samples,
@@ -127,7 +132,9 @@ def run_sweep(
                          max_thinking_tokens=b if b != FREE else settings.free_cap) for b, _ in chunk]
         tick = (lambda d, t, tokens, done=done: progress(done, len(wanted), tokens)) if progress else None
         records = generate_batch(loaded, rows, fmt, BatchSettings(settings.sampling(seed)), stop_event, tick)
-        finished = [(cell, r) for cell, r in zip(chunk, records) if r.stop_reason != "stopped"]
+        # Stopped and failed rows are not results: they stay missing, and a rerun generates them.
+        finished = [(cell, r) for cell, r in zip(chunk, records) if r.stop_reason not in ("stopped", "error")]
+        failed = [r for r in records if r.stop_reason == "error"]
         for (b, _), r in finished:
             r.strategy = "sweep"
             r.meta["sweep"] = {"key": key, "budget": None if b == FREE else b}
@@ -142,10 +149,13 @@ def run_sweep(
         done += len(finished)
         if progress:
             progress(done, len(wanted), 0)
+        if failed:  # e.g. the server went away: stop here; a rerun resumes from the stored cells
+            error = f"{len(failed)} of {len(chunk)} cells failed: {failed[0].meta.get('error', 'unknown error')}"
+            break
     if run_id is not None and generated:
         save_run_metrics(config, run_id, run_metrics(generated, [], sum(r.latency_s for r in generated)))
     cells = [stored[c] for c in wanted if c in stored]
-    return SweepResult(key, cells, len(generated), run_id, stop_event.is_set(), len(wanted) - len(cells))
+    return SweepResult(key, cells, len(generated), run_id, stop_event.is_set(), len(wanted) - len(cells), error)
 
 
 def curves(cells: list[SweepCell]) -> tuple[LengthCurve, LengthCurve]:

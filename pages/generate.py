@@ -1,6 +1,7 @@
 """Generate: type a prompt, watch the model think live, and keep the trace."""
 import streamlit as st
 
+from generation.models import LoadedModel
 from generation.streaming import GenerationRequest, LiveGeneration
 from storage.traces import save_trace
 from ui.live import stream_to_page
@@ -30,7 +31,9 @@ if go:
         st.session_state["last_generation"] = live
         stream_to_page(live)
     show_finished(live.finished)
-    st.session_state["last_analysis"] = live_analysis(config, live.finished)
+    # A server's model may not exist here (or be huge): its traces are re-scored on the Trace page.
+    local = isinstance(loaded, LoadedModel)
+    st.session_state["last_analysis"] = live_analysis(config, live.finished) if local else None
 elif (last := st.session_state.get("last_generation")) is not None and last.finished is not None:
     show_finished(last.finished, with_text=True)
     if (analysis := st.session_state.get("last_analysis")) is not None:

@@ -1,6 +1,7 @@
 """Strategies: run a test-time-compute strategy on a prompt (or the prompt set); compare runs."""
 import streamlit as st
 
+from generation.backends import BackendUnavailable
 from ui.resources import storage_config
 from ui.strategy_view import prompts_input, run_with_progress, runs_table, show_run, strategy_inputs
 from ui.widgets import model_and_format
@@ -20,7 +21,11 @@ if go and chosen is not None and fmt is not None:
     if not items:
         st.error("The prompt is empty: pick a prompt or type one.")
         st.stop()
-    result = run_with_progress(config, loaded, fmt, chosen[0], chosen[1], items, float(price))
+    try:
+        result = run_with_progress(config, loaded, fmt, chosen[0], chosen[1], items, float(price))
+    except BackendUnavailable as exc:  # e.g. a strategy that needs local logits, on a server
+        st.error(str(exc))
+        st.stop()
     st.session_state["strat_last_run"] = result.run_id
 if (run_id := st.session_state.get("strat_last_run")) is not None:
     st.subheader(f"Run {run_id}")

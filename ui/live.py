@@ -70,4 +70,17 @@ def stream_to_page(live: LiveGeneration) -> Finished | None:
     answer_slot.markdown(text_html(counters.answer_text or "(no answer)"), unsafe_allow_html=True)
     state = "error" if finished is not None and finished.error else "complete"
     status.update(label=counters.thinking_label(), state=state, expanded=False)
+    if finished is not None:
+        backend_notes(finished.record.meta)
     return finished
+
+
+def backend_notes(meta: dict) -> None:
+    """What a server backend could not give this trace, said where the trace is shown."""
+    if meta.get("logprobs") is False:
+        st.info("This server sent no log-probabilities: the trace is stored without them (no token colours "
+                "or confidence). Deep-thinking signals can still re-score it with a local model.")
+    if meta.get("budget_cut"):
+        st.warning(f"Thinking was cut at its budget: {meta['budget_cut']}.")
+    if meta.get("partial"):
+        st.warning(f"Partial trace, stored as such: {meta.get('stream_error', 'the stream broke')}.")

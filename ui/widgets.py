@@ -4,12 +4,15 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.reasoning import ReasoningFormat
+from generation.backends import Backend
+from generation.backends.openai_config import DEFAULT_API_KEY_ENV, OpenAIConfig, RemoteError
 from generation.decoding import SamplingConfig
 from generation.models import EMBEDDED_MODEL, LoadedModel, ModelLoadError
 from generation.prompting import detect_format
-from ui.resources import cached_model
+from ui.resources import cached_model, cached_server_backend
 
 _OTHER = "Other (Hugging Face id or local directory)…"
+_BACKENDS = {"local": "Local model (transformers)", "openai": "OpenAI-compatible server (vLLM, SGLang, …)"}
 
 
 def model_picker() -> tuple[str | None, bool]:
@@ -68,8 +71,57 @@ def format_settings(detected: ReasoningFormat, model_key: str) -> ReasoningForma
         return None
 
 
-def model_and_format() -> tuple[LoadedModel, ReasoningFormat | None]:
-    """The picked model, loaded (or the page stops with a message), and its editable reasoning format."""
+def server_settings() -> OpenAIConfig | None:
+    """Where the server is; None (with a message) until the settings are complete and valid."""
+    c1, c2 = st.columns(2)
+    url = c1.text_input("Base URL", key="server_url", placeholder="http://gpu-box:8000/v1")
+    model = c2.text_input("Model name", key="server_model", placeholder="empty: the first model the server lists")
+    c3, c4, c5 = st.columns(3)
+    key_env = c3.text_input(
+        "API key variable", DEFAULT_API_KEY_ENV, key="server_key_env",
+        help="The NAME of the environment variable that holds the key, set where ThinkScope runs. "
+             "The key itself is never asked for, shown or stored.",
+    )
+    concurrency = c4.number_input("Concurrent requests", 1, 256, 4, key="server_concurrency",
+                                  help="Samples of strategies and sweeps in flight at once.")
+    template = c5.text_input(
+        "Template tokenizer (optional)", key="server_template", placeholder="Qwen/Qwen3-0.6B or a directory",
+        help="A local copy of the served model's tokenizer. Its chat template renders prompts for "
+             "/v1/completions, so generations can be continued: budget forcing then works through the server.",
+    )
+    if not url.strip():
+        st.info("Type the server's base URL, e.g. http://localhost:8000/v1.")
+        return None
+    try:
+        return OpenAIConfig(url.strip(), model, key_env.strip(), int(concurrency), template=template.strip() or None)
+    except ValueError as exc:
+        st.error(str(exc))
+        return None
+
+
+def _server_backend() -> Backend:
+    config = server_settings()
+    if config is None:
+        st.stop()
+    try:
+        backend = cached_server_backend(config)
+    except (RemoteError, ModelLoadError) as exc:
+        st.error(str(exc))
+        st.stop()
+    caps = backend.capabilities
+    st.caption(f"Model **{backend.name}** · log-probabilities when the server sends them · budget forcing "
+               f"{'through /v1/completions' if caps.budget_forcing else 'unavailable (no template tokenizer)'} · "
+               "self-certainty, DeepConf and step search need the local backend")
+    return backend
+
+
+def model_and_format() -> tuple[LoadedModel | Backend, ReasoningFormat | None]:
+    """The picked model (or server backend), ready (or the page stops with a message), and its
+    editable reasoning format."""
+    kind = st.radio("Backend", list(_BACKENDS), format_func=_BACKENDS.get, horizontal=True, key="backend_kind")
+    if kind == "openai":
+        backend = _server_backend()
+        return backend, format_settings(backend.default_format(), model_key=f"server::{backend.name}")
     name, trust = model_picker()
     if name is None:
         st.info("Type a Hugging Face model id or a local model directory.")

@@ -12,6 +12,7 @@ from analysis.confidence import ConfidenceSettings, trace_confidence
 from analysis.reasoning import ReasoningFormat
 from analysis.records import TraceRecord
 from analysis.voting import Vote
+from generation.backends import Backend
 from generation.batch import BatchRow, BatchSettings, BudgetForcing, EarlyStop, Progress, generate_batch
 from generation.decoding import SamplingConfig
 from generation.models import LoadedModel
@@ -62,7 +63,7 @@ class StrategySettings:
 class Context:
     """One prompt's job: what to generate and where progress and Stop go."""
 
-    loaded: LoadedModel
+    loaded: LoadedModel | Backend
     prompt: str
     reference: str | None
     fmt: ReasoningFormat
@@ -95,6 +96,7 @@ class Strategy:
     title: str
     describe: str
     generate: Callable[[Context], PromptResult]
+    needs: tuple[str, ...] = ()  # backend capabilities (generation/backends/base.py) beyond plain sampling
 
 
 def answers(records: list[TraceRecord]) -> list[str | None]:

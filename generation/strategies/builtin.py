@@ -107,6 +107,9 @@ def effort(ctx: Context) -> PromptResult:
                         extra={"effort": ctx.settings.effort, "max_thinking_tokens": budget})
 
 
+# Self-certainty and DeepConf confidence need the whole next-token distribution at every step.
+_LOGITS = ("full_distribution",)
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -115,19 +118,22 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("self_consistency", "Self-consistency", "N samples, majority vote over canonical answers",
                  self_consistency),
         Strategy("best_of_n", "Best-of-N (self-certainty)", "the answer of the most self-certain sample",
-                 best_of_n_sc),
-        Strategy("borda", "Borda vote (self-certainty)", "rank by self-certainty; rank r adds (N-r+1)^p", borda),
+                 best_of_n_sc, _LOGITS),
+        Strategy("borda", "Borda vote (self-certainty)", "rank by self-certainty; rank r adds (N-r+1)^p", borda,
+                 _LOGITS),
         Strategy("best_of_majority", "Best-of-Majority", "answers with share >= alpha, then the best by self-certainty",
-                 best_of_majority_sc),
+                 best_of_majority_sc, _LOGITS),
         Strategy("deepconf_offline", "DeepConf offline", "keep the top eta% by lowest-group confidence, weighted vote",
-                 deepconf_offline),
+                 deepconf_offline, _LOGITS),
         Strategy("deepconf_online", "DeepConf online", "warm-up sets a threshold; low-confidence traces stop early",
-                 deepconf_online),
+                 deepconf_online, _LOGITS),
         Strategy("budget_forcing", "Budget forcing (s1)", "max budget forces the answer; min budget inserts 'Wait'",
-                 budget_forcing),
-        Strategy("effort", "Effort level", "low / medium / high / max mapped to thinking budgets", effort),
+                 budget_forcing, ("budget_forcing",)),
+        Strategy("effort", "Effort level", "low / medium / high / max mapped to thinking budgets", effort,
+                 ("budget_forcing",)),
         Strategy("beam_search", "Step beam search", "keep the top n/M beams by step score, M children each",
-                 beam_search),
-        Strategy("dvts", "DVTS", "n/M independent subtrees, each keeps its best of M next steps", dvts),
+                 beam_search, ("token_ids",) + _LOGITS),
+        Strategy("dvts", "DVTS", "n/M independent subtrees, each keeps its best of M next steps", dvts,
+                 ("token_ids",) + _LOGITS),
     )
 }

@@ -13,6 +13,7 @@ from analysis.answers import grade
 from analysis.reasoning import ReasoningFormat
 from analysis.records import TraceRecord
 from analysis.run_metrics import SampleOutcome, first_correct_token_index, summarize_run
+from generation.backends import Backend, as_backend, require
 from generation.models import LoadedModel
 from generation.strategies import Context, StrategySettings, get_strategy
 from storage.config import StorageConfig
@@ -59,7 +60,7 @@ def run_metrics(records: Sequence[TraceRecord], selections: Sequence[Selection],
 
 def run_strategy(
     config: StorageConfig,
-    loaded: LoadedModel,
+    loaded: LoadedModel | Backend,
     strategy_name: str,
     prompts: Sequence[PromptItem],
     fmt: ReasoningFormat,
@@ -71,8 +72,9 @@ def run_strategy(
     strategy = get_strategy(strategy_name)
     if not prompts:
         raise ValueError("no prompts to run")
+    require(as_backend(loaded), strategy.needs, f"The strategy {strategy.title!r}")
     stop_event = stop_event or threading.Event()
-    run_id = create_run(config, loaded.name, strategy.name, {"strategy": strategy.name, **settings.to_dict(),
+    run_id = create_run(config, as_backend(loaded).name, strategy.name, {"strategy": strategy.name, **settings.to_dict(),
                                                              "format": fmt.to_dict(), "n_prompts": len(prompts)})
     start = time.perf_counter()
     all_records: list[TraceRecord] = []
