@@ -31,13 +31,15 @@ run: $(APP_DEPS)
 test: $(TEST_DEPS)
 	$(PY) -m pytest
 
-bench: $(APP_DEPS)
+bench: $(TEST_DEPS)
 	$(PY) bench/bench_streaming.py
 	$(PY) bench/bench_model_load.py
 	$(PY) bench/bench_storage.py
 	$(PY) bench/bench_analysis_math.py
 	$(PY) bench/bench_analysis_trace.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_import.py
+	$(PY) bench/bench_server.py
 
 sample-data: $(APP_DEPS)
 	$(PY) sample_data/regenerate.py

@@ -1,11 +1,13 @@
 """ThinkScope from the terminal: generate, import, export.
 
     python cli.py generate --prompt "What is 17 + 26?" [--answer 43] [--model M]
-    python cli.py import traces.jsonl
-    python cli.py export traces.jsonl
+    python cli.py import FILE [--format auto|thinkscope|openai|raw|anthropic|openwebui]
+    python cli.py export [--format jsonl|parquet] OUT
     python cli.py analyze [--trace ID | --run ID] [--model M]
     python cli.py sweep --prompt TEXT --answer REF --budgets 32,64,128 --samples 8 [--model M] [--json]
     python cli.py run --strategy NAME --prompts FILE.jsonl [--n N] [--model M] [--json]
+    generate, sweep and run also take --backend openai --base-url URL [--model NAME] (an OpenAI-compatible server)
+    python cli.py loops [--run ID] [--threshold 0.9] [--unit sentence|paragraph]
 All commands honour THINKSCOPE_DB (or --db).
 """
 from __future__ import annotations
@@ -48,8 +50,7 @@ class _TerminalStream:
 def cmd_generate(args) -> int:
     from analysis.reasoning import ReasoningFormat
     from generation.decoding import SamplingConfig
-    from generation.models import ModelLoadError, ModelSpec, load_model
-    from generation.prompting import detect_format
+    from generation.models import ModelLoadError
     from generation.streaming import GenerationRequest, generate
     from storage.traces import save_trace
 
@@ -59,11 +60,10 @@ def cmd_generate(args) -> int:
     try:
         sampling = SamplingConfig(args.temperature, args.top_p, args.max_thinking, args.max_answer, args.seed)
         config = _storage(args)
-        loaded = load_model(ModelSpec(args.model, trust_remote_code=args.trust_remote_code))
+        loaded, fmt = _load_for_tcc(args)
     except (ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    fmt = detect_format(loaded.tokenizer)
     if args.format != "auto":
         fmt = ReasoningFormat(kind=args.format, answer_marker=args.marker or fmt.answer_marker,
                               starts_in_thinking=fmt.starts_in_thinking)
@@ -87,30 +87,41 @@ def cmd_import(args) -> int:
     from tqdm import tqdm
 
     from storage.errors import StorageError
-    from storage.jsonl import import_jsonl
+    from storage.importers import import_file
 
     config = _storage(args)
-    with tqdm(desc=f"importing {Path(args.file).name}", unit="line", disable=None) as bar:
+    # Progress comes in bytes (JSON Lines) or records (a JSON document): shown as a percentage.
+    with tqdm(desc=f"importing {Path(args.file).name}", total=100, unit="%", disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+            bar.update(int(100 * done / max(total, 1)) - bar.n)
 
         try:
-            ids = import_jsonl(config, Path(args.file), progress=progress)
+            result = import_file(config, Path(args.file), args.format, progress=progress)
         except (StorageError, OSError) as exc:
             print(f"\nerror: {exc}\nNothing from {args.file} was imported.", file=sys.stderr)
             return EXIT_ERROR
-    print(f"imported {len(ids)} traces into {config.db_path}")
+    print(f"imported {result.count} traces ({result.format}) into {config.db_path}")
     return EXIT_OK
 
 
 def cmd_export(args) -> int:
     from storage.errors import StorageError
     from storage.jsonl import export_jsonl
+    from storage.annotations import export_annotations_jsonl
+    from storage.parquet_export import export_parquet
 
     config = _storage(args)
     try:
+        if args.format == "parquet":
+            done = export_parquet(config, Path(args.file))
+            print(f"exported {done.n_traces} traces and {done.n_tokens} token rows to "
+                  f"{done.traces_path} and {done.tokens_path}")
+            return EXIT_OK
+        if args.format == "annotations":
+            count = export_annotations_jsonl(config, Path(args.file))
+            print(f"exported {count} annotation versions to {args.file}")
+            return EXIT_OK
         count = export_jsonl(config, Path(args.file))
     except (StorageError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -164,10 +175,22 @@ def cmd_analyze(args) -> int:
 
 
 def _load_for_tcc(args):
-    """(model, its reasoning format) for sweep/run, or raises ModelLoadError/ValueError."""
-    from generation.models import ModelSpec, load_model
+    """(model or backend, its reasoning format) for generate/sweep/run, or raises ModelLoadError/ValueError."""
+    from generation.models import EMBEDDED_MODEL, ModelSpec, load_model
     from generation.prompting import detect_format
 
+    if args.backend == "openai":
+        from generation.backends.openai_compat import OpenAIBackend, OpenAIConfig, RemoteError
+
+        if not args.base_url:
+            raise ValueError("--backend openai needs --base-url, e.g. http://localhost:8000/v1")
+        config = OpenAIConfig(args.base_url, "" if args.model == EMBEDDED_MODEL else args.model, args.api_key_env,
+                              args.concurrency, template=args.template)
+        try:
+            backend = OpenAIBackend(config)
+        except RemoteError as exc:
+            raise ValueError(str(exc)) from exc
+        return backend, backend.default_format()
     loaded = load_model(ModelSpec(args.model, trust_remote_code=args.trust_remote_code))
     return loaded, detect_format(loaded.tokenizer)
 
@@ -228,8 +251,10 @@ def cmd_sweep(args) -> int:
              "decline_budget": by_budget.decline.budget if by_budget.decline else None}
     if settings.reference_answer is None:
         extra["note"] = "no reference answer: accuracy is unknown"
+    if result.error:
+        extra["error"] = f"{result.error} (failed cells are not stored; rerun to resume)"
     _print_table(rows, args.json, extra)
-    return EXIT_OK
+    return EXIT_ERROR if result.error else EXIT_OK
 
 
 def cmd_run(args) -> int:
@@ -283,6 +308,32 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def cmd_loops(args) -> int:
+    """Near-duplicate thinking steps (loops) of stored traces; skips traces already done for these settings."""
+    from tqdm import tqdm
+
+    from generation.embeddings import EmbeddingConfig, load_embedder, loop_key, store_trace_loops
+    from storage.loops import repeat_shares, traces_without_loops
+
+    config = _storage(args)
+    try:
+        settings = EmbeddingConfig(threshold=args.threshold, unit=args.unit, min_chars=args.min_chars)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    todo = traces_without_loops(config, loop_key(settings), args.run)
+    if not todo:
+        print(f"nothing to do: every selected trace already has loop marks for these settings ({config.db_path})")
+        return EXIT_OK
+    embedder = load_embedder()
+    with tqdm(total=len(todo), desc="finding loops", unit="trace", disable=None) as bar:
+        store_trace_loops(config, embedder, settings, todo, lambda done, total: bar.update(done - bar.n))
+    shares = [s for s in repeat_shares(config, todo, loop_key(settings)).values() if s is not None]
+    mean = f"{sum(shares) / len(shares):.1%}" if shares else "n/a (no steps)"
+    print(f"stored loop marks of {len(todo)} traces into {config.db_path}; mean share of repeated steps: {mean}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinkscope", description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="DuckDB file (default: $THINKSCOPE_DB or the user data directory)")
@@ -300,14 +351,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--format", choices=["auto", "answer_marker", "think_tags"], default="auto")
     gen.add_argument("--marker", help="answer marker for the answer_marker format (default 'Answer:')")
+    _backend_options(gen)
     gen.set_defaults(func=cmd_generate)
 
-    imp = sub.add_parser("import", help="import traces from ThinkScope JSONL")
+    imp = sub.add_parser("import", help="import traces (ThinkScope, OpenAI, Anthropic, Open WebUI, raw text)")
     imp.add_argument("file")
+    imp.add_argument("--format", default="auto",
+                     choices=["auto", "thinkscope", "openai", "raw", "anthropic", "openwebui"],
+                     help="file format (default: detected from the content)")
     imp.set_defaults(func=cmd_import)
 
-    exp = sub.add_parser("export", help="export every trace as ThinkScope JSONL")
-    exp.add_argument("file")
+    exp = sub.add_parser("export", help="export every trace as ThinkScope JSONL or Parquet, or the annotations")
+    exp.add_argument("file", help="JSONL file, or for parquet a directory (traces.parquet + tokens.parquet)")
+    exp.add_argument("--format", choices=["jsonl", "parquet", "annotations"], default="jsonl",
+                     help="annotations: every review annotation version as JSONL")
     exp.set_defaults(func=cmd_export)
 
     ana = sub.add_parser("analyze", help="MI peaks, deep-thinking ratio and confidence for stored traces")
@@ -315,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--trace", type=int, help="one trace id (default: every trace not yet analysed)")
     which.add_argument("--run", type=int, help="every trace of one run")
     ana.add_argument("--model", help="analysing model (default: each trace's own model)")
-    ana.add_argument("--lens-dtype", choices=["float32", "bfloat16"], default="float32",
-                     help="logit-lens unembedding precision (float32 is exact, bfloat16 faster)")
+    ana.add_argument("--lens-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                     help="logit-lens unembedding precision: auto (bfloat16 where the hardware makes it fast), "
+                          "float32, or bfloat16 (near-threshold divergences are recomputed in float32)")
     ana.set_defaults(func=cmd_analyze)
 
     swp = sub.add_parser("sweep", help="accuracy vs thinking budget for one prompt (resumable)")
@@ -343,11 +401,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--price", type=float, help="price per million tokens, for the cost figure")
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=cmd_run)
+    loops = sub.add_parser("loops", help="mark near-duplicate thinking steps (loops) with sentence embeddings")
+    loops.add_argument("--run", type=int, help="only the traces of this run (default: every trace)")
+    loops.add_argument("--threshold", type=float, default=0.9, help="cosine similarity that counts as a repeat")
+    loops.add_argument("--unit", choices=["sentence", "paragraph"], default="sentence")
+    loops.add_argument("--min-chars", type=int, default=12, help="shorter steps are ignored")
+    loops.set_defaults(func=cmd_loops)
     for cmd in (swp, run):
         cmd.add_argument("--model", default="embedded:SmolLM2-135M-Instruct", help="embedded model, HF id or directory")
         cmd.add_argument("--trust-remote-code", action="store_true")
         cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+        _backend_options(cmd)
     return parser
+
+
+def _backend_options(cmd) -> None:
+    cmd.add_argument("--backend", choices=["local", "openai"], default="local",
+                     help="local transformers model, or an OpenAI-compatible server (vLLM, SGLang, ...)")
+    cmd.add_argument("--base-url", help="server URL for --backend openai, e.g. http://localhost:8000/v1")
+    cmd.add_argument("--api-key-env", default="THINKSCOPE_API_KEY",
+                     help="NAME of the environment variable holding the server's API key (never stored)")
+    cmd.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (--backend openai)")
+    cmd.add_argument("--template", help="local tokenizer (dir or hub id) whose chat template renders prompts for "
+                                        "/v1/completions: enables budget forcing through the server")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,8 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # storage errors and the like: one clear line, not a traceback
+        from generation.backends.base import BackendUnavailable
         from storage.errors import StorageError
 
+        if isinstance(exc, BackendUnavailable):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if isinstance(exc, StorageError):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR

@@ -154,3 +154,33 @@ class PhaseTracker:
         if _find_delimiter(self._text, self._fmt, max(search_from, open_end)) is not None:
             self._in_answer = True
         return THINKING
+
+
+# Raw model output written by other tools: `<think>` (R1, Qwen3) or `<thinking>` (Claude-style
+# prompts). `<thinking>` comes first because "<thinking>" also starts with "<think>".
+THINK_TAG_VARIANTS: tuple[tuple[str, str], ...] = (("<thinking>", "</thinking>"), ("<think>", "</think>"))
+
+
+def tagged_format(text: str) -> ReasoningFormat:
+    """The think-tag format that fits a piece of raw output.
+
+    An opening tag at the start picks its variant; otherwise the first closing tag found means
+    the output started inside thinking (the template pre-opened the tag). Text with no tag at all
+    is all answer.
+    """
+    body = text.lstrip()
+    for open_tag, close_tag in THINK_TAG_VARIANTS:
+        if body.startswith(open_tag):
+            return ReasoningFormat("think_tags", open_tag, close_tag)
+    found = [(text.find(close), open_tag, close) for open_tag, close in THINK_TAG_VARIANTS if close in text]
+    if found:
+        _, open_tag, close_tag = min(found)
+        return ReasoningFormat("think_tags", open_tag, close_tag, starts_in_thinking=True)
+    return ReasoningFormat("think_tags")
+
+
+def split_tagged_text(text: str) -> tuple[str, str, ReasoningFormat]:
+    """(thinking, answer, the format found) of raw output with `<think>` or `<thinking>` tags."""
+    fmt = tagged_format(text)
+    thinking, answer = split_reasoning(text, fmt)
+    return thinking, answer, fmt

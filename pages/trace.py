@@ -4,6 +4,8 @@ import streamlit as st
 from storage.errors import StorageError
 from ui.charts import token_signal_figure
 from ui.resources import cached_trace, storage_config
+from ui.live import backend_notes
+from ui.loop_view import loop_section
 from ui.results import GRADE_LABELS
 from ui.signal_view import analysis_section
 from ui.token_view import SIGNALS, text_html, tokens_html
@@ -33,6 +35,7 @@ cols[2].metric("Grade", GRADE_LABELS[record.correct])
 cols[3].metric("Thinking / answer tokens", f"{record.n_thinking_tokens} / {record.n_answer_tokens}")
 cols[4].metric("Speed", f"{record.tokens_per_s:.1f} tok/s", f"{record.latency_s:.1f} s", delta_color="off")
 cols[5].metric("Ended", record.stop_reason)
+backend_notes(record.meta)
 
 tokens = record.tokens
 if len(tokens) == 0:
@@ -49,5 +52,6 @@ else:
         st.plotly_chart(token_signal_figure(tokens), use_container_width=True)
 
 analysis_section(storage_config(), int(trace_id), record)
+loop_section(storage_config(), int(trace_id), record)
 with st.expander("Settings and metadata"):
     st.json({"settings": record.settings, "meta": {k: v for k, v in record.meta.items() if k != "raw_text"}})

@@ -1,12 +1,15 @@
-"""Persistence of traces in one DuckDB file: schema migrations, queries and JSONL import/export.
+"""Persistence of traces in one DuckDB file: schema migrations, queries, import (own JSONL and
+other tools' formats, storage/importers/) and export (JSONL, Parquet).
 
-Never imports streamlit, generation or ui; the only project import is analysis.records.
+Never imports streamlit, generation or ui; project imports come from analysis only (records, reasoning).
 """
 from storage.config import StorageConfig
 from storage.connection import connect, transaction
 from storage.errors import ConfigError, MigrationError, StorageError, TraceImportError
 from storage.filters import CORRECT_CHOICES, TraceFilter
 from storage.jsonl import export_jsonl, import_jsonl
+from storage.importers import FORMATS as IMPORT_FORMATS, ImportResult, detect_format, import_file
+from storage.parquet_export import ParquetExport, export_parquet
 from storage.migrate import apply_migrations
 from storage.runs import (
     Selection,
@@ -55,6 +58,12 @@ __all__ = [
     "save_trace",
     "save_traces",
     "transaction",
+    "IMPORT_FORMATS",
+    "ImportResult",
+    "ParquetExport",
+    "detect_format",
+    "export_parquet",
+    "import_file",
     "Selection",
     "SweepCell",
     "get_run_metrics",

@@ -9,6 +9,8 @@ from pathlib import Path
 from storage.errors import ConfigError
 
 ENV_DB = "THINKSCOPE_DB"
+ENV_MEMORY_MB = "THINKSCOPE_DB_MEMORY_MB"
+_MIN_MEMORY_MB = 64
 DB_FILENAME = "thinkscope.duckdb"
 # Resolved from this file rather than the working directory so that the app, the CLI and tests
 # started from anywhere seed from the same sample.
@@ -22,11 +24,15 @@ class StorageConfig:
     lock_timeout_s: how long to keep retrying while another process holds the DuckDB file lock.
     seed_path: JSONL file imported into a freshly created database; None (or a missing file)
     means start empty.
+    memory_limit_mb: DuckDB's memory limit for this process. Beyond it DuckDB spills to a temporary
+    directory, which is what keeps a one-transaction import of a huge file bounded (without a
+    limit the uncommitted rows of a 400,000-trace import took 600 MiB; BENCHMARKS.md, issue 5).
     """
 
     db_path: Path
     lock_timeout_s: float = 15.0
     seed_path: Path | None = None
+    memory_limit_mb: int = 512
 
     def __post_init__(self) -> None:
         # Frozen, so normalise through object.__setattr__; accepting str keeps call sites short.
@@ -53,13 +59,19 @@ class StorageConfig:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 0:
             raise ConfigError(f"StorageConfig.lock_timeout_s must be a finite number of seconds >= 0, got {timeout!r}")
         object.__setattr__(self, "lock_timeout_s", float(timeout))
+        limit = self.memory_limit_mb
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < _MIN_MEMORY_MB:
+            raise ConfigError(f"StorageConfig.memory_limit_mb must be an integer >= {_MIN_MEMORY_MB}, got {limit!r}")
 
     @classmethod
     def from_env(cls, db: str | os.PathLike | None = None) -> "StorageConfig":
         """Pick the database file: explicit `db` > $THINKSCOPE_DB > the user's data directory."""
         chosen = db if db not in (None, "") else os.environ.get(ENV_DB) or None
         path = Path(chosen) if chosen is not None else default_db_path()
-        return cls(db_path=path, seed_path=SEED_PATH)
+        memory = os.environ.get(ENV_MEMORY_MB, "").strip()
+        if memory and not memory.isdigit():
+            raise ConfigError(f"${ENV_MEMORY_MB} must be a whole number of MiB, got {memory!r}")
+        return cls(db_path=path, seed_path=SEED_PATH, **({"memory_limit_mb": int(memory)} if memory else {}))
 
 
 def default_db_path() -> Path:

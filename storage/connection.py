@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import random
+import tempfile
 import re
 import threading
 import time
@@ -58,6 +59,7 @@ _files: dict[str, _FileState] = {}
 _files_guard = threading.Lock()
 _host: duckdb.DuckDBPyConnection | None = None
 _host_pid = -1
+_host_memory_mb: int | None = None
 
 # Files already migrated by this process, keyed by path and inode so that a database file that
 # is deleted and recreated while the app runs gets migrated again. Guarded by the path's lock.
@@ -89,7 +91,7 @@ def connect(config: StorageConfig, read_only: bool = False) -> Iterator[duckdb.D
             raise StorageError(f"Cannot write to {path} inside a read-only connect() of the same thread.")
         state.depth += 1
         try:
-            con = _host_connection().cursor()
+            con = _host_connection(config).cursor()
             try:
                 con.execute(f"USE {state.alias}")
                 yield con
@@ -135,14 +137,25 @@ def _state(path: Path) -> _FileState:
         return state
 
 
-def _host_connection() -> duckdb.DuckDBPyConnection:
-    global _host, _host_pid
+def _host_connection(config: StorageConfig | None = None) -> duckdb.DuckDBPyConnection:
+    global _host, _host_pid, _host_memory_mb
     with _files_guard:
         # A forked child must not use its parent's instance.
         if _host is None or _host_pid != os.getpid():
             _host = duckdb.connect(":memory:")
             _host_pid = os.getpid()
+            _host_memory_mb = None
+            # An in-memory instance has no temporary directory, so it could never spill; give it one.
+            spill = Path(tempfile.gettempdir()) / f"thinkscope-duckdb-{os.getpid()}"
+            _host.execute(f"SET temp_directory = '{_sql_literal(str(spill))}'")
+        if config is not None and config.memory_limit_mb != _host_memory_mb:
+            _host.execute(f"SET memory_limit = '{int(config.memory_limit_mb)}MB'")
+            _host_memory_mb = config.memory_limit_mb
         return _host
+
+
+def _sql_literal(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _checked_path(config: StorageConfig) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -26,7 +26,8 @@ import numpy as np
 from analysis.records import TokenColumns
 from storage.config import StorageConfig
 from storage.connection import connect, transaction
-from storage.errors import StorageError, TraceImportError
+from storage.errors import TraceImportError
+from storage.files import write_lines_atomically
 from storage.jsonl_decode import FORMAT, VERSION, ParsedLine, decode_line
 from storage.tokens import TOKEN_COLUMNS, columns_from_arrow, fetch_arrow
 from storage.writes import NewTrace, insert_run, insert_traces
@@ -45,25 +46,8 @@ def export_jsonl(config: StorageConfig, path: str | os.PathLike, trace_ids: Sequ
     The file is written next to `path` and renamed into place, so a failed export leaves no
     half-written file behind.
     """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(tmp, "w", encoding="utf-8", newline="\n")
-    except OSError as exc:
-        raise StorageError(f"Cannot write {path}: {exc.strerror or exc}") from exc
-    count = 0
-    try:
-        with out, connect(config, read_only=True) as con:
-            for line in _export_lines(con, trace_ids):
-                out.write(line)
-                out.write("\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return count
+    with connect(config, read_only=True) as con:
+        return write_lines_atomically(path, _export_lines(con, trace_ids))
 
 
 def import_jsonl(config: StorageConfig, path: str | os.PathLike, progress: Progress | None = None) -> list[int]:
@@ -86,24 +70,41 @@ def import_into(
     for large files while a bad line anywhere still rolls back everything before it.
     """
     total = _count_lines(path) if progress else 0
-    note = note or f"imported from {path.name}"
+    ids = store_parsed(
+        con, _parse_file(path), note or f"imported from {path.name}", (lambda line: progress(line, total)) if progress else None
+    )
+    if progress:
+        progress(total, total)
+    return ids
+
+
+def store_parsed(
+    con: duckdb.DuckDBPyConnection,
+    items: Iterable[tuple[int, ParsedLine]],
+    note: str,
+    progress: Callable[[int], None] | None = None,
+) -> list[int]:
+    """Insert parsed traces in one transaction; returns their new ids in order.
+
+    items yields (progress position, trace) and may raise at any point (a bad line): everything
+    inserted before it is rolled back. Traces are inserted in batches of _IMPORT_BATCH, so only
+    one batch is held in memory; progress(position) is called after each batch.
+    """
     runs: dict[tuple, int] = {}
     ids: list[int] = []
     batch: list[NewTrace] = []
-    last_line = 0
+    last = 0
     with transaction(con):
-        for lineno, parsed in _parse_file(path):
+        for position, parsed in items:
             batch.append(NewTrace(parsed.record, _run_for(con, parsed, runs, note), parsed.created_at))
-            last_line = lineno
+            last = position
             if len(batch) >= _IMPORT_BATCH:
                 ids.extend(insert_traces(con, batch))
                 batch = []
                 if progress:
-                    progress(last_line, total)
+                    progress(last)
         if batch:
             ids.extend(insert_traces(con, batch))
-    if progress:
-        progress(total, total)
     return ids
 
 

@@ -1,5 +1,4 @@
 """Analyses in DuckDB: round trip, replacement, listing and the not-yet-analysed query."""
-import dataclasses
 
 import numpy as np
 import pytest

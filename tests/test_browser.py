@@ -1,72 +1,25 @@
 """The whole app in a real browser: `streamlit run`, Debian's Chromium driven by Playwright."""
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"]
+from tests.browser_support import chromium_page, running_app
 
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def app_url(tmp_path, model_cache_dir):
-    port = _free_port()
-    env = {**os.environ, "THINKSCOPE_DB": str(tmp_path / "browser.duckdb"), "THINKSCOPE_CACHE": str(model_cache_dir)}
-    log = open(tmp_path / "streamlit.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()}")
-                time.sleep(0.3)
+    with running_app(tmp_path / "browser.duckdb", model_cache_dir, tmp_path / "streamlit.log") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
 
 
 @pytest.fixture
-def page(tmp_path, request):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `apt-get install chromium` (.ci/run does this)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def page():
+    with chromium_page() as page:
         yield page
-        failure_shot = os.environ.get("THINKSCOPE_FAILURE_SCREENSHOT")
-        if failure_shot:
-            page.screenshot(path=failure_shot, full_page=True)
-        browser.close()
 
 
 def _trace_count(page) -> int:

@@ -1,6 +1,7 @@
 """StorageConfig: validation and where the database file is chosen from."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,20 @@ def test_from_env_seeds_from_repo_sample():
     cfg = StorageConfig.from_env("somewhere.duckdb")
     assert cfg.seed_path == SEED_PATH
     assert SEED_PATH == Path(__file__).resolve().parent.parent / "sample_data" / "traces.jsonl"
+
+
+def test_memory_limit_is_validated_read_from_the_environment_and_applied(tmp_path, monkeypatch):
+    from storage.connection import connect
+
+    for bad in (0, 63, 100.5, True, "512"):
+        with pytest.raises(ConfigError, match="memory_limit_mb"):
+            StorageConfig(db_path=tmp_path / "x.duckdb", memory_limit_mb=bad)
+    monkeypatch.setenv("THINKSCOPE_DB_MEMORY_MB", "lots")
+    with pytest.raises(ConfigError, match="THINKSCOPE_DB_MEMORY_MB"):
+        StorageConfig.from_env(tmp_path / "x.duckdb")
+    monkeypatch.setenv("THINKSCOPE_DB_MEMORY_MB", "96")
+    config = dataclasses.replace(StorageConfig.from_env(tmp_path / "x.duckdb"), seed_path=None)
+    assert config.memory_limit_mb == 96
+    with connect(config, read_only=True) as con:
+        limit, spill = con.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
+    assert limit.startswith("91") and "thinkscope-duckdb" in spill  # 96 MB = 91.5 MiB, as DuckDB prints it

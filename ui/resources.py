@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from generation.backends.openai_config import OpenAIConfig
+from generation.embeddings import Embedder, load_embedder
 from generation.models import LoadedModel, ModelSpec, load_model
 from storage.config import StorageConfig
 from storage.traces import StoredTrace, get_trace
@@ -13,6 +15,20 @@ def cached_model(name: str, trust_remote_code: bool = False) -> LoadedModel:
     # Two entries: the embedded model plus one other, so switching back and forth stays fast
     # without holding every model a user ever tried in memory.
     return load_model(ModelSpec(name=name, trust_remote_code=trust_remote_code))
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the sentence embedder…")
+def cached_embedder(model_path: str | None = None) -> Embedder:
+    # Step loops and answer clusters: all-MiniLM-L6-v2 on the CPU, loaded once per process.
+    return load_embedder(model_path)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Connecting to the server…")
+def cached_server_backend(config: OpenAIConfig):
+    # One client per server settings: its connection pool is reused across reruns.
+    from generation.backends.openai_compat import OpenAIBackend  # imports torch: only when a server is used
+
+    return OpenAIBackend(config)
 
 
 @st.cache_resource
