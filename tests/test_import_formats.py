@@ -339,3 +339,14 @@ def test_imported_traces_display_on_the_trace_page(tmp_path, monkeypatch):
         assert shown in html
         assert [m.value for m in at.metric if m.label == "Ended"] == ["imported"]
     st.cache_resource.clear()
+
+
+def test_imported_answers_are_extracted_like_generated_ones(db_config, tmp_path):
+    pair = {"request": {"messages": [{"role": "user", "content": "What is 6 * 7?"}]},
+            "response": {"choices": [{"message": {"role": "assistant", "reasoning_content": "6 sevens.",
+                                                  "content": "The answer is 42."}}]}}
+    raw = tmp_path / "out.txt"
+    raw.write_text("<think>2 and 2</think>So: 4")
+    for path in (_jsonl(tmp_path / "chat.jsonl", [pair]), raw):
+        (record,) = _traces(db_config, import_file(db_config, path))
+        assert record.extracted_answer in ("42", "4") and record.correct is None  # no reference: not graded

@@ -13,6 +13,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from analysis.answers import extract_answer
 from analysis.reasoning import ReasoningFormat
 from analysis.records import TokenColumns, TraceRecord
 from storage.errors import StorageError, TraceImportError
@@ -155,6 +156,7 @@ def imported(
         thinking_text=check_text(at, "thinking", thinking),
         answer_text=check_text(at, "answer", answer),
         tokens=tokens if tokens is not None else TokenColumns.empty(),
+        extracted_answer=extract_answer(answer, thinking),  # as for generated traces: comparable across both
         stop_reason="imported",
         prompt_source=f"import:{source_format}",
         settings={**(settings or {}), "format": fmt.to_dict()},
