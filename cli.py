@@ -236,10 +236,7 @@ def cmd_sweep(args) -> int:
             bar.update(done - bar.n)
 
         result = run_sweep(config, loaded, fmt, settings, progress)
-    by_budget, by_length = curves(result.cells)
-    first = {}
-    for c in result.cells:
-        first.setdefault(c.budget, []).append(c.first_correct_token)
+    by_budget, _ = curves(result.cells)
     rows = [{"budget": p.budget, "n": p.n, "accuracy": p.accuracy, "ci_low": p.ci_low, "ci_high": p.ci_high,
              "mean_thinking_tokens": p.mean_tokens} for p in by_budget.points]
     if not rows:

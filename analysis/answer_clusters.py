@@ -29,9 +29,6 @@ class AnswerClusters:
     def sizes(self) -> list[int]:
         return np.bincount(self.labels, minlength=self.n_clusters).tolist() if len(self.labels) else []
 
-    def members(self, cluster: int) -> list[int]:
-        return np.flatnonzero(self.labels == cluster).tolist()
-
 
 def cluster_answers(embeddings: np.ndarray, threshold: float) -> AnswerClusters:
     """Greedy leader clustering of [N, D] unit-length rows at a cosine `threshold` in [-1, 1]."""

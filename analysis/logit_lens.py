@@ -167,7 +167,7 @@ def jsd_to_final(
             t1 = min(t0 + chunk_tokens, n_t)
             lp_final = final_chunk(t0, t1).clamp_min(_LOG_FLOOR)
             p_final = lp_final.exp()
-            p_log_p = (p_final * lp_final).sum(-1)
+            p_log_p = None if normalized else (p_final * lp_final).sum(-1)
             for l in range(n_layers - 1):
                 head = layer_chunk(l, t0, t1)
                 for b0 in range(0, t1 - t0, _JSD_BLOCK_ROWS):

@@ -54,6 +54,14 @@ class BudgetForcing:
         if not self.wait_text.strip():
             raise ValueError("wait_text must not be empty")
 
+    def may_wait(self, n_thinking: int, n_waits: int) -> bool:
+        """May an end of thinking reached after n_thinking tokens and n_waits insertions become "Wait"?"""
+        return n_thinking < self.min_thinking_tokens and n_waits < self.max_waits
+
+    def wait_piece(self, text_so_far: str) -> str:
+        """The text to inject after text_so_far: wait_text, with a space unless one is there already."""
+        return ("" if not text_so_far or text_so_far[-1].isspace() else " ") + self.wait_text
+
 
 @dataclass(frozen=True)
 class EarlyStop:
@@ -309,14 +317,12 @@ def generate_batch(
 
 
 def _may_wait(row: _Row, settings: BatchSettings) -> bool:
-    f = settings.forcing
-    return row.n_thinking < f.min_thinking_tokens and len(row.waits) < f.max_waits
+    return settings.forcing.may_wait(row.n_thinking, len(row.waits))
 
 
 def _wait_ids(row: _Row, tok, settings: BatchSettings) -> list[int]:
-    text = "".join(e.piece for e in row.entries)
-    sep = "" if not text or text[-1].isspace() else " "
-    return tok(sep + settings.forcing.wait_text, add_special_tokens=False)["input_ids"]
+    text = settings.forcing.wait_piece("".join(e.piece for e in row.entries))
+    return tok(text, add_special_tokens=False)["input_ids"]
 
 
 def _start_wait(row: _Row, tok, settings: BatchSettings) -> int:

@@ -23,12 +23,18 @@ def _template_preopens_think(tokenizer) -> bool:
     return rendered.rstrip().endswith("<think>")
 
 
-def render_prompt(tokenizer, question: str, fmt: ReasoningFormat) -> str:
-    """The full prompt text for `question` (chat template when the model has one)."""
+def chat_messages(question: str, fmt: ReasoningFormat) -> list[dict]:
+    """The chat for `question`: plain instruct models get the step-by-step system prompt first."""
     messages = []
     if fmt.kind == "answer_marker":
         messages.append({"role": "system", "content": STEP_BY_STEP_SYSTEM_PROMPT.format(marker=fmt.answer_marker)})
     messages.append({"role": "user", "content": question})
+    return messages
+
+
+def render_prompt(tokenizer, question: str, fmt: ReasoningFormat) -> str:
+    """The full prompt text for `question` (chat template when the model has one)."""
+    messages = chat_messages(question, fmt)
     if tokenizer.chat_template:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     system = messages[0]["content"] + "\n\n" if fmt.kind == "answer_marker" else ""

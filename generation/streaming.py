@@ -66,7 +66,7 @@ def build_record(
         meta["forced_positions"] = outcome.forced_positions
     if error:
         meta["error"] = error
-    meta.update(getattr(outcome, "meta", None) or {})  # a backend's own notes (StreamOutcome)
+    meta.update(outcome.meta)  # a backend's own notes
     return TraceRecord(
         prompt=request.prompt,
         model=model_name,

@@ -16,7 +16,7 @@ trace_id = st.number_input("Trace id", min_value=1, value=int(raw_id) if raw_id.
 if str(trace_id) != raw_id:
     st.query_params["id"] = str(trace_id)
 try:
-    stored = cached_trace(storage_config(), int(trace_id))
+    stored = cached_trace(config := storage_config(), int(trace_id))
 except StorageError as exc:
     st.error(str(exc))
     st.stop()
@@ -51,7 +51,7 @@ else:
         st.html(tokens_html(tokens, signal))
         st.plotly_chart(token_signal_figure(tokens), use_container_width=True)
 
-analysis_section(storage_config(), int(trace_id), record)
-loop_section(storage_config(), int(trace_id), record)
+analysis_section(config, int(trace_id), record)
+loop_section(config, int(trace_id), record)
 with st.expander("Settings and metadata"):
     st.json({"settings": record.settings, "meta": {k: v for k, v in record.meta.items() if k != "raw_text"}})

@@ -147,14 +147,15 @@ def _host_connection(config: StorageConfig | None = None) -> duckdb.DuckDBPyConn
             _host_memory_mb = None
             # An in-memory instance has no temporary directory, so it could never spill; give it one.
             spill = Path(tempfile.gettempdir()) / f"thinkscope-duckdb-{os.getpid()}"
-            _host.execute(f"SET temp_directory = '{_sql_literal(str(spill))}'")
+            _host.execute(f"SET temp_directory = '{sql_literal(str(spill))}'")
         if config is not None and config.memory_limit_mb != _host_memory_mb:
             _host.execute(f"SET memory_limit = '{int(config.memory_limit_mb)}MB'")
             _host_memory_mb = config.memory_limit_mb
         return _host
 
 
-def _sql_literal(text: str) -> str:
+def sql_literal(text: str) -> str:
+    """text inside a single-quoted SQL literal, for the statements that take no parameters."""
     return text.replace("'", "''")
 
 
@@ -172,7 +173,7 @@ def _checked_path(config: StorageConfig) -> Path:
 
 def _attach(config: StorageConfig, path: Path, state: _FileState, read_only: bool, deadline: float) -> None:
     """ATTACH the file, retrying while another process holds its lock."""
-    quoted = str(path).replace("'", "''")  # ATTACH takes no parameters; the path is a literal
+    quoted = sql_literal(str(path))  # ATTACH takes no parameters; the path is a literal
     sql = f"ATTACH '{quoted}' AS {state.alias}" + (" (READ_ONLY)" if read_only else "")
     host = _host_connection()
     delay = _FIRST_DELAY_S

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from storage.config import StorageConfig
-from storage.connection import connect
+from storage.connection import connect, sql_literal
 from storage.errors import StorageError
 from storage.filters import TraceFilter, where_clause
 from storage.tokens import TOKEN_COLUMNS
@@ -114,5 +114,5 @@ def matching_trace_ids(config: StorageConfig, filt: TraceFilter | None = None) -
 
 def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
     # COPY takes its target as a literal, not a parameter: quote it as an SQL string.
-    target = str(path).replace("'", "''")
+    target = sql_literal(str(path))
     con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")

@@ -142,26 +142,23 @@ def _upsert_prompts(con: duckdb.DuckDBPyConnection, records: Sequence[TraceRecor
             "source": pa.array([r.prompt_source for r in first.values()], pa.string()),
         }
     )
-    con.register("_new_prompts", new)
-    try:
-        # ORDER BY keeps prompt ids in first-seen order, so an import numbers prompts like the file.
+    new_prompts = new  # noqa: F841 (read by name in the SQL: a replacement scan, see _insert_arrow)
+    # ORDER BY keeps prompt ids in first-seen order, so an import numbers prompts like the file.
+    con.execute(
+        """
+        INSERT INTO prompts (prompt_key, text, reference_answer, source, created_at)
+        SELECT n.prompt_key, n.text, n.reference_answer, n.source, ?
+        FROM new_prompts n
+        WHERE NOT EXISTS (SELECT 1 FROM prompts p WHERE p.prompt_key = n.prompt_key)
+        ORDER BY n.ord
+        """,
+        [now],
+    )
+    found = dict(
         con.execute(
-            """
-            INSERT INTO prompts (prompt_key, text, reference_answer, source, created_at)
-            SELECT n.prompt_key, n.text, n.reference_answer, n.source, ?
-            FROM _new_prompts n
-            WHERE NOT EXISTS (SELECT 1 FROM prompts p WHERE p.prompt_key = n.prompt_key)
-            ORDER BY n.ord
-            """,
-            [now],
-        )
-        found = dict(
-            con.execute(
-                "SELECT p.prompt_key, p.prompt_id FROM prompts p JOIN _new_prompts n ON p.prompt_key = n.prompt_key"
-            ).fetchall()
-        )
-    finally:
-        _unregister(con, "_new_prompts")
+            "SELECT p.prompt_key, p.prompt_id FROM prompts p JOIN new_prompts n ON p.prompt_key = n.prompt_key"
+        ).fetchall()
+    )
     return [found[k] for k in keys]
 
 
@@ -172,15 +169,6 @@ def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table, co
     names = ", ".join(columns or data.column_names)
     arrow_rows = data  # noqa: F841 (read by name in the SQL below)
     con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM arrow_rows")
-
-
-def _unregister(con: duckdb.DuckDBPyConnection, view: str) -> None:
-    # Runs while an error may be propagating: after a failed statement the transaction is
-    # aborted and unregister fails too, which must not hide the original error.
-    try:
-        con.unregister(view)
-    except duckdb.Error:
-        pass
 
 
 def _check_record(record: TraceRecord) -> None:

@@ -35,3 +35,20 @@ def db_config(tmp_path):
     from storage.config import StorageConfig
 
     return StorageConfig(db_path=tmp_path / "test.duckdb", seed_path=None)
+
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def app_db(tmp_path, monkeypatch, model_cache_dir):
+    """A fresh database file for the whole app (AppTest), chosen the way users do: THINKSCOPE_DB."""
+    import streamlit as st
+
+    from storage.config import StorageConfig
+
+    monkeypatch.setenv("THINKSCOPE_DB", str(tmp_path / "app.duckdb"))
+    st.cache_resource.clear()  # the storage config is cached per process
+    st.cache_data.clear()
+    yield StorageConfig.from_env()
+    st.cache_resource.clear()

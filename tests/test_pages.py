@@ -2,25 +2,13 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analysis.records import ANSWER, THINKING, TokenColumns, TraceRecord
-from storage.config import StorageConfig
 from storage.traces import count_traces, save_trace
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture
-def app_db(tmp_path, monkeypatch, model_cache_dir):
-    db = tmp_path / "app.duckdb"
-    monkeypatch.setenv("THINKSCOPE_DB", str(db))
-    st.cache_resource.clear()  # the storage config is cached per process
-    st.cache_data.clear()
-    yield StorageConfig.from_env()
-    st.cache_resource.clear()
 
 
 def _app(page: str | None = None) -> AppTest:

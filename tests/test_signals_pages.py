@@ -5,12 +5,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analysis.trace_signals import AnalysisSettings
 from storage.analyses import get_analysis
-from storage.config import StorageConfig
 from storage.testing import make_record
 from storage.traces import save_trace
 
@@ -18,14 +16,8 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 @pytest.fixture
-def app_db(tmp_path, monkeypatch, model_cache_dir):
-    monkeypatch.setenv("THINKSCOPE_DB", str(tmp_path / "app.duckdb"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    config = StorageConfig.from_env()
-    config = StorageConfig(db_path=config.db_path, seed_path=None)  # keep it small: no sample import
-    yield config
-    st.cache_resource.clear()
+def app_db(app_db):
+    return dataclasses.replace(app_db, seed_path=None)  # keep it small: no sample import
 
 
 @pytest.fixture(scope="module")

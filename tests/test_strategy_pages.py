@@ -1,24 +1,12 @@
 """The accuracy-vs-length and strategies pages through AppTest, on the real embedded model."""
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from storage.config import StorageConfig
 from storage.runs import list_runs
 from storage.traces import count_traces
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture
-def app_db(tmp_path, monkeypatch, model_cache_dir):
-    monkeypatch.setenv("THINKSCOPE_DB", str(tmp_path / "app.duckdb"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield StorageConfig.from_env()
-    st.cache_resource.clear()
 
 
 def _page(page: str) -> AppTest:

@@ -109,11 +109,11 @@ def trace_summary(stored: StoredTrace) -> None:
 def review_editor(config: StorageConfig, stored: StoredTrace, reviewer: str) -> None:
     """Span labels on the thinking steps, verdict and notes, saved as a new version each time."""
     keys = _Keys(stored.trace_id, reviewer)
+    latest = current_annotation(config, stored.trace_id, reviewer)
     if keys.base not in st.session_state:
-        _load(keys, current_annotation(config, stored.trace_id, reviewer))
+        _load(keys, latest)
     base: Annotation | None = st.session_state[keys.base]
     _show_flash(config, keys)
-    latest = current_annotation(config, stored.trace_id, reviewer)
     if latest is not None and latest.version > _version(base):
         _newer_version_notice(keys, base, latest)
 

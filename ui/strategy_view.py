@@ -11,7 +11,7 @@ from generation.strategies import EFFORT_BUDGETS, STRATEGIES, StrategySettings
 from generation.strategies.runner import PromptItem, StrategyRun, run_strategy
 from storage.config import StorageConfig
 from storage.runs import list_runs, list_selections
-from storage.traces import get_trace
+from ui.resources import cached_trace
 from ui.sweep_view import prompt_input, prompt_set
 
 WHOLE_SET = "The whole prompt set"
@@ -91,7 +91,7 @@ def show_run(config: StorageConfig, run_id: int) -> None:
                      hide_index=True, key=f"tally_{sel['selection_id']}")
         rows = []
         for k, trace_id in enumerate(detail["trace_ids"]):
-            record = get_trace(config, trace_id).record
+            record = cached_trace(config, trace_id).record  # stored traces never change
             score = (detail.get("scores") or [None] * len(detail["trace_ids"]))[k]
             rows.append({"trace": trace_id, "answer": record.extracted_answer, "correct": record.correct,
                          detail.get("score_name") or "score": score, "thinking": record.n_thinking_tokens,

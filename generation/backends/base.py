@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from analysis.reasoning import ReasoningFormat
@@ -48,11 +48,8 @@ class BackendUnavailable(ValueError):
     """What was asked needs something this backend cannot do; the message says what and why."""
 
 
-@dataclass
-class StreamOutcome(DecodeOutcome):
-    """DecodeOutcome plus what a backend wants kept in record.meta (e.g. why a stream ended early)."""
-
-    meta: dict = field(default_factory=dict)
+# What a backend's stream fills in as it runs (stop reason, forced positions, meta).
+StreamOutcome = DecodeOutcome
 
 
 @runtime_checkable

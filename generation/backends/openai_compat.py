@@ -43,7 +43,7 @@ from generation.backends.openai_wire import (
 )
 from generation.batch import BatchRow, BatchSettings, BudgetForcing
 from generation.decoding import SamplingConfig
-from generation.prompting import STEP_BY_STEP_SYSTEM_PROMPT
+from generation.prompting import chat_messages, detect_format, render_prompt
 from generation.streaming import GenerationRequest, build_record
 
 __all__ = ["DEFAULT_API_KEY_ENV", "OpenAIBackend", "OpenAIConfig", "RemoteError"]
@@ -103,13 +103,12 @@ class _RowState:
             kept.append(s)
             end += len(s.text)
         self.removed.append(self.text[end:])
-        old, self.steps = self.steps, []
+        self.steps = []
         self.tracker, self.n_thinking, self.n_answer = PhaseTracker(self.fmt), 0, 0
         forced = set(self.forced)
         self.forced = []
         for k, s in enumerate(kept):
             self.add(s.text, s.logprob, tuple(zip(s.top_texts, s.top_logprobs)), forced=k in forced)
-        del old
 
 
 class OpenAIBackend:
@@ -131,7 +130,6 @@ class OpenAIBackend:
 
     def default_format(self) -> ReasoningFormat:
         if self._tokenizer is not None:
-            from generation.prompting import detect_format
 
             return detect_format(self._tokenizer)
         # Reasoning servers send thinking apart or inside <think>; plain models then just answer.
@@ -263,9 +261,9 @@ class OpenAIBackend:
                             inject = fmt.forced_end_text
                             break
                         if (can_force and state.tracker.in_answer and state.forced_end_at is None
-                                and self._may_wait(state, forcing)):
+                                and forcing.may_wait(state.n_thinking, len(state.waits))):
                             state.cut_at_delimiter()
-                            inject = self._wait_text(state, forcing)
+                            inject = forcing.wait_piece(state.text)
                             state.waits.append(len(state.steps))
                             break
                 except Exception as exc:
@@ -286,21 +284,12 @@ class OpenAIBackend:
                 outcome.meta["stream_error"] = (f"the server closed the stream after {len(state.steps)} tokens "
                                                 "without a finish reason")
                 raise RemoteError(outcome.meta["stream_error"])
-            if finish == "stop" and can_force and not state.tracker.in_answer and self._may_wait(state, forcing):
-                inject = self._wait_text(state, forcing)  # an early end of the whole output: "Wait" instead
+            if finish == "stop" and can_force and not state.tracker.in_answer and forcing.may_wait(state.n_thinking, len(state.waits)):
+                inject = forcing.wait_piece(state.text)  # an early end of the whole output: "Wait" instead
                 state.waits.append(len(state.steps))
                 continue
             outcome.stop_reason = "eos" if finish == "stop" else "max_tokens"
             return
-
-    @staticmethod
-    def _may_wait(state: _RowState, forcing: BudgetForcing) -> bool:
-        return state.n_thinking < forcing.min_thinking_tokens and len(state.waits) < forcing.max_waits
-
-    @staticmethod
-    def _wait_text(state: _RowState, forcing: BudgetForcing) -> str:
-        text = state.text
-        return ("" if not text or text[-1].isspace() else " ") + forcing.wait_text
 
     def _add_piece(self, state: _RowState, piece: Piece) -> list[TokenStep]:
         text = piece.text
@@ -335,13 +324,6 @@ class OpenAIBackend:
             raise RemoteError(f"{self.config.base_url} serves no model.")
         return models[0].id
 
-    def _messages(self, prompt: str, fmt: ReasoningFormat) -> list[dict]:
-        messages = []
-        if fmt.kind == "answer_marker":
-            messages.append({"role": "system", "content": STEP_BY_STEP_SYSTEM_PROMPT.format(marker=fmt.answer_marker)})
-        messages.append({"role": "user", "content": prompt})
-        return messages
-
     def _open(self, prompt: str, state: _RowState, sampling: SamplingConfig, max_tokens: int,
               stop_event: threading.Event, outcome: StreamOutcome, ignore_eos: bool):
         params: dict = {"model": self.name, "max_tokens": max(1, max_tokens), "temperature": sampling.temperature,
@@ -353,14 +335,13 @@ class OpenAIBackend:
         if ignore_eos:
             params["extra_body"] = {"ignore_eos": True}  # vLLM/SGLang extension, for benchmarks
         if self._tokenizer is not None:
-            from generation.prompting import render_prompt
 
             params["prompt"] = render_prompt(self._tokenizer, prompt, state.fmt) + state.text
             if self.config.logprobs and self.config.top_logprobs:
                 params["logprobs"] = self.config.top_logprobs
             create: Callable = self._client.completions.create
         else:
-            params["messages"] = self._messages(prompt, state.fmt)
+            params["messages"] = chat_messages(prompt, state.fmt)
             if self.config.logprobs:
                 params.update(logprobs=True, top_logprobs=self.config.top_logprobs)
             create = self._client.chat.completions.create

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from analysis.confidence import ConfidenceSettings, trace_confidence
+from analysis.confidence import ConfidenceSettings, trace_confidence, trace_self_certainty
 from analysis.reasoning import ReasoningFormat
 from analysis.records import TraceRecord
 from analysis.voting import Vote
@@ -105,8 +105,7 @@ def answers(records: list[TraceRecord]) -> list[str | None]:
 
 def self_certainty(record: TraceRecord) -> float:
     """Mean token self-certainty over the response (every generated token); NaN when there is none."""
-    values = record.meta.get("token_self_certainty") or []
-    return float(np.mean(values)) if values else math.nan
+    return trace_self_certainty(record.meta.get("token_self_certainty") or [])
 
 
 def lowest_group_confidence(record: TraceRecord, window: int) -> float:

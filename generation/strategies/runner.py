@@ -72,9 +72,10 @@ def run_strategy(
     strategy = get_strategy(strategy_name)
     if not prompts:
         raise ValueError("no prompts to run")
-    require(as_backend(loaded), strategy.needs, f"The strategy {strategy.title!r}")
+    backend = as_backend(loaded)
+    require(backend, strategy.needs, f"The strategy {strategy.title!r}")
     stop_event = stop_event or threading.Event()
-    run_id = create_run(config, as_backend(loaded).name, strategy.name, {"strategy": strategy.name, **settings.to_dict(),
+    run_id = create_run(config, backend.name, strategy.name, {"strategy": strategy.name, **settings.to_dict(),
                                                              "format": fmt.to_dict(), "n_prompts": len(prompts)})
     start = time.perf_counter()
     all_records: list[TraceRecord] = []
