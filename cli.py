@@ -1,22 +1,29 @@
 """ThinkScope from the terminal: generate, import, export.
 
     python cli.py generate --prompt "What is 17 + 26?" [--answer 43] [--model M]
-    python cli.py import FILE [--format auto|thinkscope|openai|raw|anthropic|openwebui]
+    python cli.py import FILE [--format auto|thinkscope|openai|raw|anthropic|openwebui|records] [--map ...]
     python cli.py export [--format jsonl|parquet] OUT
-    python cli.py analyze [--trace ID | --run ID] [--model M]
+    python cli.py analyze [--trace ID | --run ID] [--model M | --use-trace-model]
     python cli.py sweep --prompt TEXT --answer REF --budgets 32,64,128 --samples 8 [--model M] [--json]
     python cli.py run --strategy NAME --prompts FILE.jsonl [--n N] [--model M] [--json]
+    run and sweep take --prompts FILE(.jsonl|.json|.csv|.parquet) | hf:ID[:CONFIG[:SPLIT]] | gsm8k | math500 |
+        aime2024 | aime2025 | set:NAME, with [--preset P] [--field F] [--answer-field F] [--limit N]
     generate, sweep and run also take --backend openai --base-url URL [--model NAME] (an OpenAI-compatible server)
+    generate, sweep, run and analyze take --device auto|cpu|cuda|cuda:N|mps and --dtype auto|float32|bfloat16|float16
     python cli.py loops [--run ID] [--threshold 0.9] [--unit sentence|paragraph]
-All commands honour THINKSCOPE_DB (or --db).
+All commands honour THINKSCOPE_DB (or --db). Tracebacks go to the log file (cache directory, logs/cli.log);
+--verbose prints them too.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("thinkscope.cli")
 
 
 def _storage(args):
@@ -48,11 +55,13 @@ class _TerminalStream:
 
 
 def cmd_generate(args) -> int:
+    from analysis.answers import ungraded_reason
     from analysis.reasoning import ReasoningFormat
     from generation.decoding import SamplingConfig
     from generation.models import ModelLoadError
     from generation.streaming import GenerationRequest, generate
-    from storage.traces import save_trace
+    from storage.errors import TraceQueued
+    from storage.traces import save_or_queue
 
     if not args.prompt.strip():
         print("error: the prompt is empty", file=sys.stderr)
@@ -68,16 +77,26 @@ def cmd_generate(args) -> int:
         fmt = ReasoningFormat(kind=args.format, answer_marker=args.marker or fmt.answer_marker,
                               starts_in_thinking=fmt.starts_in_thinking)
     request = GenerationRequest(args.prompt.strip(), sampling, fmt, args.answer, prompt_source="cli")
-    finished = generate(loaded, request, on_token=_TerminalStream(), on_finish=lambda r: save_trace(config, r))
+    finished = generate(loaded, request, on_token=_TerminalStream(), on_finish=lambda r: save_or_queue(config, r))
     record = finished.record
-    grade = {True: "correct", False: "incorrect", None: "ungraded"}[record.correct]
+    # an ungraded trace prints "—" and why (stopped, failed, no reference), never "incorrect"
+    grade = {True: "correct", False: "incorrect"}.get(record.correct) or \
+        f"— {ungraded_reason(record.stop_reason, record.reference_answer, record.meta) or 'ungraded'}"
     print(
         f"\n\n[{record.stop_reason}] answer={record.extracted_answer!r} ({grade}) · "
         f"{record.n_thinking_tokens} thinking + {record.n_answer_tokens} answer tokens · "
         f"{record.latency_s:.1f} s · {record.tokens_per_s:.1f} tok/s"
     )
+    if isinstance(finished.stored, TraceQueued):  # the database stayed locked: not lost, stored later
+        if finished.error:
+            print(f"error: {finished.error}", file=sys.stderr)
+        print(f"queued, not yet stored: {finished.stored}", file=sys.stderr)
+        return EXIT_ERROR if finished.error else EXIT_OK
     if finished.error:
         print(f"error: {finished.error}", file=sys.stderr)
+        if finished.stored is not None:  # what arrived is kept: say where
+            partial = ", partial" if record.meta.get("partial") else ""
+            print(f"stored as trace {finished.stored} ({record.stop_reason}{partial}) in {config.db_path}")
         return EXIT_ERROR
     print(f"stored as trace {finished.stored} in {config.db_path}")
     return EXIT_OK
@@ -97,11 +116,12 @@ def cmd_import(args) -> int:
             bar.update(int(100 * done / max(total, 1)) - bar.n)
 
         try:
-            result = import_file(config, Path(args.file), args.format, progress=progress)
+            result = import_file(config, Path(args.file), args.format, progress=progress, mapping=args.map,
+                                 allow_duplicates=args.allow_duplicates)
         except (StorageError, OSError) as exc:
             print(f"\nerror: {exc}\nNothing from {args.file} was imported.", file=sys.stderr)
             return EXIT_ERROR
-    print(f"imported {result.count} traces ({result.format}) into {config.db_path}")
+    print(f"imported {result.summary()} ({result.format}) into {config.db_path}")
     return EXIT_OK
 
 
@@ -112,21 +132,27 @@ def cmd_export(args) -> int:
     from storage.parquet_export import export_parquet
 
     config = _storage(args)
+    # With `-` the traces go to standard output, so the summary goes to stderr.
+    report = sys.stderr if args.file == "-" else sys.stdout
     try:
         if args.format == "parquet":
+            if args.file == "-":
+                print("error: the Parquet export writes a folder (traces.parquet + tokens.parquet); "
+                      "`-` (standard output) works for jsonl and annotations", file=sys.stderr)
+                return EXIT_USAGE
             done = export_parquet(config, Path(args.file))
             print(f"exported {done.n_traces} traces and {done.n_tokens} token rows to "
                   f"{done.traces_path} and {done.tokens_path}")
             return EXIT_OK
         if args.format == "annotations":
-            count = export_annotations_jsonl(config, Path(args.file))
-            print(f"exported {count} annotation versions to {args.file}")
+            count = export_annotations_jsonl(config, args.file)
+            print(f"exported {count} annotation versions to {args.file}", file=report)
             return EXIT_OK
-        count = export_jsonl(config, Path(args.file))
+        count = export_jsonl(config, args.file)
     except (StorageError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"exported {count} traces to {args.file}")
+    print(f"exported {count} traces to {args.file}", file=report)
     return EXIT_OK
 
 
@@ -136,9 +162,10 @@ def cmd_analyze(args) -> int:
     from tqdm import tqdm
 
     from analysis.trace_signals import AnalysisSettings
-    from generation.analyze import analyze_trace, load_analysis_model
+    from generation.analyze import analyze_trace, choose_analysis_model, load_analysis_model
     from generation.models import ModelLoadError
     from storage.analyses import save_analysis, unanalysed_trace_ids
+    from storage.errors import StorageError
     from storage.traces import get_trace
 
     config = _storage(args)
@@ -152,26 +179,40 @@ def cmd_analyze(args) -> int:
         print(f"nothing to analyse: every selected trace is already analysed ({config.db_path})")
         return EXIT_OK
     models: dict = {}  # name -> LoadedModel, or the load error message
-    failures = 0
+    failed: list[int] = []
+    # One bad trace (an older database, a crafted file) is reported and skipped; the others go on.
     for trace_id in tqdm(todo, desc="analysing", unit="trace", disable=None):
-        record = get_trace(config, trace_id).record
-        name = args.model or record.model
-        if name not in models:
-            try:
-                models[name] = load_analysis_model(name)
-            except ModelLoadError as exc:
-                models[name] = str(exc)
-        loaded = models[name]
         try:
+            found = get_trace(config, trace_id)
+            if found is None:
+                raise ValueError("it is no longer in the database")
+            record = found.record
+            choice = choose_analysis_model(record.model, args.model, args.use_trace_model)
+            if choice.needs_confirmation:
+                raise ValueError(f"{choice.message} Give --model NAME, or --use-trace-model to load the trace's model.")
+            if choice.name not in models:
+                try:
+                    models[choice.name] = load_analysis_model(choice.name, device=args.device, dtype=args.dtype)
+                except ModelLoadError as exc:
+                    models[choice.name] = str(exc)
+            loaded = models[choice.name]
             if isinstance(loaded, str):
                 raise ValueError(loaded)
             analysis = analyze_trace(loaded, record, settings["stored" if record.reference_answer else "self"])
             save_analysis(config, trace_id, analysis)
-        except ValueError as exc:
-            failures += 1
+        except (ValueError, StorageError) as exc:
+            failed.append(trace_id)
             tqdm.write(f"trace {trace_id}: not analysed: {exc}", file=sys.stderr)
-    print(f"analysed {len(todo) - failures} of {len(todo)} traces into {config.db_path}")
-    return EXIT_ERROR if failures else EXIT_OK
+        except Exception as exc:  # a defect, not the data's fault: keep the traceback in the log
+            failed.append(trace_id)
+            log.error("analysing trace %s failed", trace_id, exc_info=True)
+            tqdm.write(f"trace {trace_id}: not analysed: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+    summary = f"analysed {len(todo) - len(failed)} of {len(todo)} traces into {config.db_path}"
+    if failed:
+        shown = ", ".join(map(str, failed[:20])) + (", ..." if len(failed) > 20 else "")
+        summary += f"; {len(failed)} not analysed (traces {shown}: see the messages above)"
+    print(summary)
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 def _load_for_tcc(args):
@@ -184,14 +225,17 @@ def _load_for_tcc(args):
 
         if not args.base_url:
             raise ValueError("--backend openai needs --base-url, e.g. http://localhost:8000/v1")
+        timeouts = {k: v for k, v in (("stall_timeout_s", args.stall_timeout), ("deadline_s", args.deadline))
+                    if v is not None}  # unset: the config's default ($THINKSCOPE_STALL_TIMEOUT_S, ...)
         config = OpenAIConfig(args.base_url, "" if args.model == EMBEDDED_MODEL else args.model, args.api_key_env,
-                              args.concurrency, template=args.template)
+                              args.concurrency, template=args.template, **timeouts)
         try:
             backend = OpenAIBackend(config)
         except RemoteError as exc:
             raise ValueError(str(exc)) from exc
         return backend, backend.default_format()
-    loaded = load_model(ModelSpec(args.model, trust_remote_code=args.trust_remote_code))
+    loaded = load_model(ModelSpec(args.model, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
+                                  device=args.device))
     return loaded, detect_format(loaded.tokenizer)
 
 
@@ -205,7 +249,7 @@ def _print_table(rows: list[dict], as_json: bool, extra: dict) -> None:
         print(f"{key}: {value}")
     if rows:
         cols = list(rows[0])
-        cells = [[("" if r[c] is None else f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])) for c in cols]
+        cells = [[("—" if r[c] is None else f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])) for c in cols]
                  for r in rows]
         widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
         print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
@@ -220,11 +264,23 @@ def cmd_sweep(args) -> int:
     from generation.sweep import SweepSettings, curves, parse_budgets, run_sweep
 
     try:
-        settings = SweepSettings(args.prompt, args.answer, parse_budgets(args.budgets), args.samples,
+        prompt, answer, preset = args.prompt, args.answer, None
+        if args.prompts:
+            if args.prompt:
+                raise ValueError("give either --prompt or --prompts, not both")
+            rows, preset, _ = _prompt_rows(args)
+            if not 0 <= args.index < len(rows):
+                raise ValueError(f"--index {args.index} is outside the set's {len(rows)} prompts (0 to {len(rows) - 1})")
+            prompt, answer = rows[args.index].prompt, answer or rows[args.index].reference_answer
+        elif not args.prompt:
+            raise ValueError("give --prompt TEXT, or --prompts SOURCE with --index K")
+        settings = SweepSettings(prompt, answer, parse_budgets(args.budgets), args.samples,
                                  free_samples=args.free_samples, temperature=args.temperature,
                                  max_answer_tokens=args.max_answer, seed=args.seed)
         config = _storage(args)
         loaded, fmt = _load_for_tcc(args)
+        if preset is not None:  # the preset's system prompt joins the chat (generation/prompting.py)
+            fmt = dataclasses.replace(fmt, system_prompt=preset.system_prompt)
     except (ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -254,9 +310,39 @@ def cmd_sweep(args) -> int:
     return EXIT_ERROR if result.error else EXIT_OK
 
 
-def cmd_run(args) -> int:
-    import json
+def _prompt_rows(args):
+    """(rows, preset or None, label) from --prompts: a file, hf:ID[:CONFIG[:SPLIT]], a preset name, or
+    set:NAME (a stored set). A loaded set is stored as a named prompt set (--set-name, default e.g.
+    gsm8k-test), so `--prompts set:NAME` runs it again without the hub or the file."""
+    from generation.prompt_sets import PRESETS, PromptSetError, PromptSource, load_prompt_set
+    from storage.errors import StorageError
+    from storage.prompt_sets import get_prompt_set, list_prompt_sets, save_prompt_set
 
+    config = _storage(args)
+    if args.prompts.startswith("set:"):
+        found = get_prompt_set(config, args.prompts[4:], args.limit)
+        if found is None:
+            names = ", ".join(i.name for i in list_prompt_sets(config)) or "none yet"
+            raise ValueError(f"no stored prompt set {args.prompts[4:]!r} in {config.db_path} (stored: {names})")
+        info, rows = found
+        preset = PRESETS.get(args.preset or info.preset or "")
+        return rows, preset, f"set:{info.name}"
+    try:
+        loaded = load_prompt_set(PromptSource(args.prompts, args.preset, args.field, args.answer_field, args.limit))
+        name = args.set_name or loaded.name
+        existing = get_prompt_set(config, name, limit=0)
+        if existing is not None and existing[0].source != loaded.source and not args.set_name:
+            name = f"{name}-{len(list_prompt_sets(config)) + 1}"  # another source had the default name
+        save_prompt_set(config, name, loaded.source, loaded.rows, loaded.preset.name if loaded.preset else None,
+                        loaded.fields, replace=existing is None or existing[0].source == loaded.source)
+    except (PromptSetError, StorageError) as exc:
+        raise ValueError(str(exc)) from None
+    print(f"prompt set {name!r}: {len(loaded.rows)} prompts from {loaded.source}"
+          + (f" (preset {loaded.preset.name})" if loaded.preset else ""), file=sys.stderr)
+    return loaded.rows, loaded.preset, f"set:{name}"
+
+
+def cmd_run(args) -> int:
     from tqdm import tqdm
 
     from generation.decoding import SamplingConfig
@@ -266,22 +352,15 @@ def cmd_run(args) -> int:
 
     try:
         get_strategy(args.strategy)
-        items = []
-        with open(args.prompts, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    obj = json.loads(line)
-                    if not isinstance(obj, dict) or not str(obj.get("prompt", "")).strip():
-                        raise ValueError(f"{args.prompts}:{lineno}: each line needs a non-empty 'prompt'")
-                    answer = obj.get("answer", obj.get("reference_answer"))
-                    items.append(PromptItem(obj["prompt"], None if answer is None else str(answer), "cli"))
-        if not items:
-            raise ValueError(f"{args.prompts} holds no prompts")
+        rows, preset, label = _prompt_rows(args)
+        items = [PromptItem(r.prompt, r.reference_answer, label) for r in rows]
         sampling = SamplingConfig(args.temperature, 0.95, args.max_thinking, args.max_answer, args.seed)
         settings = StrategySettings(sampling=sampling, n=args.n, min_thinking_tokens=args.min_thinking,
                                     max_waits=args.max_waits, effort=args.effort)
         config = _storage(args)
         loaded, fmt = _load_for_tcc(args)
+        if preset is not None:  # the preset's system prompt joins the chat (generation/prompting.py)
+            fmt = dataclasses.replace(fmt, system_prompt=preset.system_prompt)
     except (ValueError, OSError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -291,16 +370,24 @@ def cmd_run(args) -> int:
             bar.set_postfix(tokens=tokens, refresh=False)
             bar.update(done - bar.n)
 
-        result = run_strategy(config, loaded, args.strategy, items, fmt, settings, progress,
-                              price_per_million=args.price)
+        try:
+            result = run_strategy(config, loaded, args.strategy, items, fmt, settings, progress,
+                                  price_per_million=args.price)
+        except ValueError as exc:  # settings the strategy refuses (e.g. n not a multiple of M)
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     rows = [{"prompt": s.prompt[:40], "reference": s.reference_answer, "selected": s.selected_answer,
-             "correct": s.correct, "rule": s.rule} for s in result.selections]
+             "correct": s.correct, "rule": s.rule, "tie": s.detail.get("tie") or ""} for s in result.selections]
     m = result.metrics
-    extra = {"run_id": result.run_id, "strategy": args.strategy, "selection_accuracy": m["selection_accuracy"],
-             "sample_accuracy": m["accuracy"], "mean_thinking_tokens": m["mean_thinking_tokens"],
-             "mean_answer_tokens": m["mean_answer_tokens"], "tokens_per_s": m["tokens_per_s"],
-             "outcome_efficiency": m["outcome_efficiency"], "e3": m["e3"], "ock_score": m["ock_score"],
-             "cost_usd": m["cost_usd"]}
+    # docs/METHODS.md §6: accuracy and tokens per query (the selected answer; every decoded token of
+    # the query), E3/OckScore from those; sample figures per stored sample; not-finished apart.
+    extra = {"run_id": result.run_id, "strategy": args.strategy, "selection_accuracy": m["accuracy"],
+             "sample_accuracy": m["sample_accuracy"], "not_finished_samples": m["n_not_finished"],
+             "ties": m["n_ties"], "total_tokens_per_query": m["total_tokens_per_query"],
+             "mean_thinking_tokens_per_sample": m["mean_thinking_tokens"],
+             "mean_answer_tokens_per_sample": m["mean_answer_tokens"], "tokens_per_s": m["tokens_per_s"],
+             "outcome_efficiency": m["outcome_efficiency"], "e3_total_tokens_per_query": m["e3"],
+             "ock_score_total_tokens_per_query": m["ock_score"], "cost_usd": m["cost_usd"]}
     _print_table(rows, args.json, extra)
     return EXIT_OK
 
@@ -334,6 +421,7 @@ def cmd_loops(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thinkscope", description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="DuckDB file (default: $THINKSCOPE_DB or the user data directory)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print tracebacks (they always go to the log file)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="stream a generation to the terminal and store it")
@@ -351,15 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_options(gen)
     gen.set_defaults(func=cmd_generate)
 
-    imp = sub.add_parser("import", help="import traces (ThinkScope, OpenAI, Anthropic, Open WebUI, raw text)")
+    imp = sub.add_parser("import", help="import traces (ThinkScope, OpenAI, Anthropic, Open WebUI, raw text, "
+                                        "records in JSON/JSONL/CSV/Parquet)")
     imp.add_argument("file")
     imp.add_argument("--format", default="auto",
-                     choices=["auto", "thinkscope", "openai", "raw", "anthropic", "openwebui"],
+                     choices=["auto", "thinkscope", "openai", "raw", "anthropic", "openwebui", "records"],
                      help="file format (default: detected from the content)")
+    imp.add_argument("--map", metavar="ROLE=FIELD,...",
+                     help="records: which field holds what, e.g. prompt=question,response=output "
+                          "(roles: prompt, response, thinking, answer, reference, model)")
+    imp.add_argument("--allow-duplicates", action="store_true",
+                     help="store traces the database already holds again (default: count them as present)")
     imp.set_defaults(func=cmd_import)
 
     exp = sub.add_parser("export", help="export every trace as ThinkScope JSONL or Parquet, or the annotations")
-    exp.add_argument("file", help="JSONL file, or for parquet a directory (traces.parquet + tokens.parquet)")
+    exp.add_argument("file", help="JSONL file (- for standard output), or for parquet a directory "
+                                  "(traces.parquet + tokens.parquet)")
     exp.add_argument("--format", choices=["jsonl", "parquet", "annotations"], default="jsonl",
                      help="annotations: every review annotation version as JSONL")
     exp.set_defaults(func=cmd_export)
@@ -369,13 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--trace", type=int, help="one trace id (default: every trace not yet analysed)")
     which.add_argument("--run", type=int, help="every trace of one run")
     ana.add_argument("--model", help="analysing model (default: each trace's own model)")
+    ana.add_argument("--use-trace-model", action="store_true",
+                     help="load (and download if needed) the model a trace names; without it only the embedded "
+                          "model is loaded on a trace's word, since imported files name any model")
     ana.add_argument("--lens-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                      help="logit-lens unembedding precision: auto (bfloat16 where the hardware makes it fast), "
                           "float32, or bfloat16 (near-threshold divergences are recomputed in float32)")
     ana.set_defaults(func=cmd_analyze)
 
     swp = sub.add_parser("sweep", help="accuracy vs thinking budget for one prompt (resumable)")
-    swp.add_argument("--prompt", required=True)
+    swp.add_argument("--prompt", help="the prompt (or --prompts SOURCE with --index K)")
+    swp.add_argument("--prompts", help="prompt set: a file, hf:ID[:CONFIG[:SPLIT]], a preset or set:NAME")
+    swp.add_argument("--index", type=int, default=0, help="with --prompts: which prompt of the set (0-based)")
     swp.add_argument("--answer", help="reference answer (without one, accuracy is unknown)")
     swp.add_argument("--budgets", required=True, help="thinking budgets, increasing, e.g. 32,64,128")
     swp.add_argument("--samples", type=int, default=8, help="samples per budget")
@@ -387,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a test-time-compute strategy over a prompt set")
     run.add_argument("--strategy", required=True, help="greedy, self_consistency, borda, deepconf_online, ...")
-    run.add_argument("--prompts", required=True, help="JSONL with 'prompt' and optional 'answer' per line")
+    run.add_argument("--prompts", required=True,
+                     help="JSONL/JSON/CSV/Parquet file, hf:ID[:CONFIG[:SPLIT]], a preset (gsm8k, math500, aime2024, "
+                          "aime2025) or set:NAME (a stored prompt set)")
     run.add_argument("--n", type=int, default=4, help="samples per prompt")
     run.add_argument("--temperature", type=float, default=0.7)
     run.add_argument("--max-thinking", type=int, default=256)
@@ -404,12 +506,35 @@ def build_parser() -> argparse.ArgumentParser:
     loops.add_argument("--unit", choices=["sentence", "paragraph"], default="sentence")
     loops.add_argument("--min-chars", type=int, default=12, help="shorter steps are ignored")
     loops.set_defaults(func=cmd_loops)
+    for cmd in (gen, ana, swp, run):
+        _device_options(cmd)
+    for cmd in (swp, run):
+        _prompt_set_options(cmd)
+    for cmd in sub.choices.values():  # --verbose after the command too; unset there, the global one holds
+        cmd.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     for cmd in (swp, run):
         cmd.add_argument("--model", default="embedded:SmolLM2-135M-Instruct", help="embedded model, HF id or directory")
         cmd.add_argument("--trust-remote-code", action="store_true")
         cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
         _backend_options(cmd)
     return parser
+
+
+def _prompt_set_options(cmd) -> None:
+    cmd.add_argument("--preset", choices=["gsm8k", "math500", "aime2024", "aime2025"],
+                     help="the prompt set's system prompt, answer format and reference cleaning (GSM8K: after ####); "
+                          "inferred for the presets' own hub ids")
+    cmd.add_argument("--field", help="the prompts' field (default: the preset's, else prompt/question/problem/...)")
+    cmd.add_argument("--answer-field", help="the reference answers' field (default: the preset's, else answer/...)")
+    cmd.add_argument("--limit", type=int, help="only the first N prompts")
+    cmd.add_argument("--set-name", help="store the loaded prompts as this named prompt set (default: e.g. gsm8k-test)")
+
+
+def _device_options(cmd) -> None:
+    cmd.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N|mps",
+                     help="where a local model runs (default auto: a GPU when there is one, else the CPU)")
+    cmd.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                     help="local model weights (default auto: bfloat16 on GPUs that support it, float32 on the CPU)")
 
 
 def _backend_options(cmd) -> None:
@@ -421,10 +546,67 @@ def _backend_options(cmd) -> None:
     cmd.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (--backend openai)")
     cmd.add_argument("--template", help="local tokenizer (dir or hub id) whose chat template renders prompts for "
                                         "/v1/completions: enables budget forcing through the server")
+    cmd.add_argument("--stall-timeout", type=float, metavar="S",
+                     help="give up when the server sends no new token for S seconds; what arrived is stored "
+                          "(default: $THINKSCOPE_STALL_TIMEOUT_S or 60)")
+    cmd.add_argument("--deadline", type=float, metavar="S",
+                     help="longest time one generation may take, in seconds (default: $THINKSCOPE_DEADLINE_S or 3600)")
+
+
+class _LogLine(logging.Formatter):
+    """The terminal gets one line per record; its traceback goes to the log file (or --verbose)."""
+
+    def __init__(self, log_file: Path | None, verbose: bool):
+        super().__init__()
+        self._log_file, self._verbose = log_file, verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        from generation.backends.openai_config import redact_text
+
+        if self._verbose:
+            return redact_text(f"{record.levelname.lower()}: {super().format(record)}")
+        where = (f" (traceback in {self._log_file})" if self._log_file else " (--verbose shows the traceback)") \
+            if record.exc_info else ""
+        return redact_text(f"{record.levelname.lower()}: {record.getMessage()}{where}")
+
+
+class _Redacted(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        from generation.backends.openai_config import redact_text
+
+        return redact_text(super().format(record))  # no credentials from a URL in the log file either
+
+
+def _start_logging(verbose: bool) -> tuple[list[logging.Handler], Path | None]:
+    """Warnings and errors to stderr as single lines, with tracebacks to cache_dir()/logs/cli.log."""
+    from logging.handlers import RotatingFileHandler
+
+    from generation.models import cache_dir
+
+    handlers: list[logging.Handler] = []
+    log_file: Path | None = cache_dir() / "logs" / "cli.log"
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = RotatingFileHandler(log_file, maxBytes=2_000_000, backupCount=2, encoding="utf-8", delay=True)
+        file_handler.setFormatter(_Redacted("%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"))
+        handlers.append(file_handler)
+    except OSError:
+        log_file = None
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setFormatter(_LogLine(log_file, verbose))
+    handlers.append(terminal)
+    root = logging.getLogger()
+    for handler in handlers:
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+    if root.level > logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)
+    return handlers, log_file
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handlers, log_file = _start_logging(args.verbose)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -440,7 +622,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, StorageError):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
-        raise
+        if args.verbose:
+            raise
+        log.error("%s failed: unexpected %s: %s", args.command, type(exc).__name__, exc, exc_info=True)
+        return EXIT_ERROR
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Token- and trace-level confidence signals from log-probs (METHODS item 4).
+"""Token- and trace-level confidence signals from log-probs (docs/METHODS.md §4).
 
 All logs are natural: entropies and self-certainty are in nats. Inputs are log-softmax rows,
 either the full vocabulary [T, V] (torch or numpy, processed in row chunks so V = 152k is fine)
@@ -92,6 +92,7 @@ def token_stats(logprobs_tv, k: int | None = 20, chunk_tokens: int = 64) -> Toke
 
     Self-certainty KL(U || p) = -(1/V) sum_j log p(j) - log V is +inf when some log p(j) = -inf
     (a masked token): that is its true value, and clamping would return an arbitrary number.
+    Selection rules rank it above every finite score (analysis/voting.py, docs/METHODS.md §4).
     """
     lp = _rows(logprobs_tv, "logprobs_tv")
     n_t, n_v = lp.shape

@@ -1,9 +1,10 @@
 """Accuracy against thinking length, to show (or fail to show) the overthinking inverted U.
 
-Two ways to get the x axis (METHODS item 6): controlled budgets (one point per budget) or
+Two ways to get the x axis (docs/METHODS.md §6): controlled budgets (one point per budget) or
 free-running samples binned by length quantiles. Each point carries a Wilson interval and the ids
 of the samples behind it, so the UI can open them. Samples of unknown correctness (no reference)
-cannot be placed on an accuracy axis: they are left out and counted on the curve.
+cannot be placed on an accuracy axis: they are left out and counted on the curve. Samples that did
+not finish (stopped, failed) are ungraded too and counted apart as "not finished" (docs/METHODS.md §6).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class LengthSample:
     n_thinking_tokens: int
     correct: bool | None
     budget: int | None = None  # thinking budget it ran under; None: free-running
+    finished: bool = True  # False: stopped or failed; never on the accuracy axis, whatever `correct` says
 
     def __post_init__(self) -> None:
         if self.n_thinking_tokens < 0:
@@ -60,10 +62,11 @@ def length_samples(
     correct: Sequence[bool | None],
     budgets: Sequence[int | None] | None = None,
     ids: Sequence[Hashable] | None = None,
+    finished: Sequence[bool] | None = None,
 ) -> list[LengthSample]:
-    """Parallel columns to samples; ids default to row positions."""
+    """Parallel columns to samples; ids default to row positions, finished to all True."""
     n = len(n_thinking_tokens)
-    if len(correct) != n or (budgets is not None and len(budgets) != n) or (ids is not None and len(ids) != n):
+    if len(correct) != n or any(c is not None and len(c) != n for c in (budgets, ids, finished)):
         raise ValueError("length_samples needs columns of equal length")
     return [
         LengthSample(
@@ -71,6 +74,7 @@ def length_samples(
             int(n_thinking_tokens[i]),
             None if correct[i] is None else bool(correct[i]),
             budgets[i] if budgets is not None else None,
+            bool(finished[i]) if finished is not None else True,
         )
         for i in range(n)
     ]
@@ -112,8 +116,10 @@ def decline_point(points: Sequence[CurvePoint]) -> CurvePoint | None:
 class LengthCurve:
     mode: str  # "budget" or "quantile"
     points: tuple[CurvePoint, ...]  # in order of the x axis
-    n_unknown: int  # samples left out for unknown correctness
+    n_unknown: int  # finished samples left out for unknown correctness (no reference)
     unknown_ids: tuple[Hashable, ...]
+    n_not_finished: int = 0  # samples left out because they did not finish (counted apart)
+    not_finished_ids: tuple[Hashable, ...] = ()
 
     @property
     def best(self) -> CurvePoint | None:
@@ -143,15 +149,19 @@ def _point(label: str, members: Sequence[LengthSample], z: float, budget: int | 
     )
 
 
-def _split_unknown(samples: Sequence[LengthSample]) -> tuple[list[LengthSample], tuple[Hashable, ...]]:
-    graded = [s for s in samples if s.correct is not None]
-    return graded, tuple(s.sample_id for s in samples if s.correct is None)
+def _split_unknown(
+    samples: Sequence[LengthSample],
+) -> tuple[list[LengthSample], tuple[Hashable, ...], tuple[Hashable, ...]]:
+    """(graded finished samples, ids of finished ungraded ones, ids of not-finished ones)."""
+    graded = [s for s in samples if s.finished and s.correct is not None]
+    unknown = tuple(s.sample_id for s in samples if s.finished and s.correct is None)
+    return graded, unknown, tuple(s.sample_id for s in samples if not s.finished)
 
 
 def budget_curve(samples: Sequence[LengthSample], settings: LengthCurveSettings = DEFAULT_SETTINGS) -> LengthCurve:
     """One point per thinking budget, in budget order; free-running samples (budget None) form a
     last "no budget" point. x is the mean tokens actually spent, which can sit well below the budget."""
-    graded, unknown = _split_unknown(samples)
+    graded, unknown, unfinished = _split_unknown(samples)
     groups: dict[int | None, list[LengthSample]] = {}
     for s in graded:
         groups.setdefault(s.budget, []).append(s)
@@ -159,7 +169,7 @@ def budget_curve(samples: Sequence[LengthSample], settings: LengthCurveSettings 
     points = tuple(
         _point("no budget" if b is None else f"budget {b}", groups[b], settings.z, budget=b) for b in order
     )
-    return LengthCurve("budget", points, len(unknown), unknown)
+    return LengthCurve("budget", points, len(unknown), unknown, len(unfinished), unfinished)
 
 
 def quantile_curve(samples: Sequence[LengthSample], settings: LengthCurveSettings = DEFAULT_SETTINGS) -> LengthCurve:
@@ -169,9 +179,9 @@ def quantile_curve(samples: Sequence[LengthSample], settings: LengthCurveSetting
     equal lengths always share a bin: heavy ties give fewer, uneven bins rather than splitting
     identical samples across points. Empty bins are dropped.
     """
-    graded, unknown = _split_unknown(samples)
+    graded, unknown, unfinished = _split_unknown(samples)
     if not graded:
-        return LengthCurve("quantile", (), len(unknown), unknown)
+        return LengthCurve("quantile", (), len(unknown), unknown, len(unfinished), unfinished)
     lengths = np.array([s.n_thinking_tokens for s in graded], dtype=np.int64)
     shorter = np.searchsorted(np.sort(lengths), lengths, side="left")
     which = np.minimum(shorter * settings.n_bins // len(graded), settings.n_bins - 1)
@@ -182,4 +192,4 @@ def quantile_curve(samples: Sequence[LengthSample], settings: LengthCurveSetting
             lo = min(s.n_thinking_tokens for s in members)
             hi = max(s.n_thinking_tokens for s in members)
             points.append(_point(f"{lo}-{hi} tokens", members, settings.z))
-    return LengthCurve("quantile", tuple(points), len(unknown), unknown)
+    return LengthCurve("quantile", tuple(points), len(unknown), unknown, len(unfinished), unfinished)

@@ -1,4 +1,4 @@
-"""Deep-thinking tokens (METHODS item 2): logit-lens JSD to the final layer, settling depth, DTR.
+"""Deep-thinking tokens (docs/METHODS.md §2): logit-lens JSD to the final layer, settling depth, DTR.
 
 Layers are 1-based in everything this module returns (depth 1..L), 0-based only as array axes.
 Divergences are in nats, so they lie in [0, ln 2].

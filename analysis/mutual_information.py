@@ -1,4 +1,4 @@
-"""Mutual-information curve m_t between generated steps and a reference (METHODS item 1).
+"""Mutual-information curve m_t between generated steps and a reference (docs/METHODS.md §1).
 
 The estimator is the authors' normalized HSIC: each d-dim vector is d scalar samples,
 K_ij = exp(-(v_i - v_j)^2 / (2 sigma^2)), H = I - 11^T/d, K~ = K H, R = K~ (K~ + c I)^-1 with

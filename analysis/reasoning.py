@@ -1,9 +1,14 @@
 """Where thinking ends and the answer begins, for both reasoning formats.
 
 Two formats cover the models we meet:
-- think tags: `<think> ... </think> answer` (R1 / Qwen3 style). Some chat templates pre-open `<think>`,
-  so the output starts inside thinking with no opening tag.
+- think tags: `<think> ... </think> answer` (R1 / Qwen3 style). Some chat templates pre-open `<think>`
+  (R1 distills), so the output starts inside thinking with no opening tag. Qwen3's template has an
+  `enable_thinking` switch: off, it closes an empty thinking block itself and everything is answer.
+  gpt-oss's harmony channels are the same shape with other tags: the analysis channel is thinking,
+  the final channel the answer (`HARMONY_OPEN` ... `HARMONY_CLOSE` answer).
 - answer marker: a plain instruct model asked to reason step by step and then write `Answer: ...`.
+
+Which one a model speaks is read from its tokenizer's chat template (generation/prompting.py).
 """
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ import numpy as np
 from analysis.records import ANSWER, THINKING
 
 FormatKind = Literal["think_tags", "answer_marker"]
+TemplateFamily = Literal["", "qwen3", "r1", "harmony"]
+# gpt-oss (harmony): the model opens the analysis channel itself; the final channel follows a new
+# assistant header, so that whole header is the delimiter.
+HARMONY_OPEN = "<|channel|>analysis<|message|>"
+HARMONY_CLOSE = "<|end|><|start|>assistant<|channel|>final<|message|>"
 
 
 @dataclass(frozen=True)
@@ -25,10 +35,21 @@ class ReasoningFormat:
     answer_marker: str = "Answer:"
     # True when the prompt already opened the thinking block (template pre-opens <think>).
     starts_in_thinking: bool = False
+    # Qwen3-style templates: the value passed as `enable_thinking` (False: the template closes an
+    # empty thinking block, so all output is answer). None: the template has no such switch.
+    enable_thinking: bool | None = None
+    # Extra system-turn text (a prompt set's preset, generation/prompt_sets.py); "" for none.
+    system_prompt: str = ""
+    # The template family it was detected from, for display only ("" when none was recognised).
+    template: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("think_tags", "answer_marker"):
             raise ValueError(f"unknown reasoning format {self.kind!r}")
+        if self.enable_thinking is not None and not isinstance(self.enable_thinking, bool):
+            raise ValueError("enable_thinking must be true, false or unset")
+        if self.template not in ("", "qwen3", "r1", "harmony"):
+            raise ValueError(f"unknown template family {self.template!r}")
         if self.kind == "think_tags" and not (self.open_tag and self.close_tag):
             raise ValueError("think-tag format needs both an opening and a closing tag")
         if self.kind == "answer_marker" and not self.answer_marker.strip():
@@ -40,6 +61,11 @@ class ReasoningFormat:
         return self.close_tag if self.kind == "think_tags" else self.answer_marker
 
     @property
+    def thinking_off(self) -> bool:
+        """The template was told not to think: the output is all answer."""
+        return self.kind == "think_tags" and self.enable_thinking is False
+
+    @property
     def forced_end_text(self) -> str:
         """Appended when the thinking budget runs out (s1 budget forcing, maximum)."""
         if self.kind == "think_tags":
@@ -48,18 +74,30 @@ class ReasoningFormat:
 
     def describe(self) -> str:
         if self.kind == "think_tags":
+            if self.template == "harmony" and (self.open_tag, self.close_tag) == (HARMONY_OPEN, HARMONY_CLOSE):
+                return "harmony channels: thinking in the analysis channel, answer in the final channel"
+            if self.thinking_off:
+                return "thinking switched off (enable_thinking=False): all output is answer"
             opened = " (template pre-opens it)" if self.starts_in_thinking else ""
-            return f"thinking inside {self.open_tag}…{self.close_tag}{opened}"
+            switch = " (enable_thinking=True)" if self.enable_thinking else ""
+            return f"thinking inside {self.open_tag}…{self.close_tag}{opened}{switch}"
         return f"thinking until the marker “{self.answer_marker}”, answer after it"
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "kind": self.kind,
             "open_tag": self.open_tag,
             "close_tag": self.close_tag,
             "answer_marker": self.answer_marker,
             "starts_in_thinking": self.starts_in_thinking,
         }
+        # Only when set, so traces stored before these fields existed keep the same settings.
+        if self.enable_thinking is not None:
+            out["enable_thinking"] = self.enable_thinking
+        for key in ("system_prompt", "template"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass(frozen=True)
@@ -105,6 +143,8 @@ def find_boundary(text: str, fmt: ReasoningFormat) -> Boundary | None:
 
 def split_reasoning(text: str, fmt: ReasoningFormat) -> tuple[str, str]:
     """(thinking, answer) of a finished generation, both stripped of surrounding whitespace."""
+    if fmt.thinking_off:  # as the tracker and token_phases see it: a later tag is answer text
+        return "", text.strip()
     boundary = find_boundary(text, fmt)
     if boundary is not None:
         return text[boundary.think_start : boundary.think_end].strip(), text[boundary.answer_start :].strip()
@@ -123,6 +163,8 @@ def token_phases(pieces: list[str], fmt: ReasoningFormat) -> np.ndarray:
     Consistent with `split_reasoning` on "".join(pieces).
     """
     text = "".join(pieces)
+    if fmt.thinking_off:
+        return np.full(len(pieces), ANSWER, dtype=np.int8)
     starts = np.cumsum([0] + [len(p) for p in pieces[:-1]]) if pieces else np.zeros(0, dtype=np.int64)
     boundary = find_boundary(text, fmt)
     if boundary is not None:
@@ -138,7 +180,7 @@ class PhaseTracker:
     def __init__(self, fmt: ReasoningFormat):
         self._fmt = fmt
         self._text = ""
-        self._in_answer = False
+        self._in_answer = fmt.thinking_off  # the template already closed thinking
 
     @property
     def in_answer(self) -> bool:

@@ -5,19 +5,37 @@ data only; no I/O, no model, no Streamlit.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 THINKING: int = 0
 ANSWER: int = 1
-PHASE_NAMES = {THINKING: "thinking", ANSWER: "answer"}
+# Injected by budget forcing, not sampled: the forced end of thinking ("Final Answer:", "</think>")
+# and injected "Wait"s. Counted apart, so thinking tokens never exceed the budget (128 thinking +
+# 4 forced, not 132 thinking). Traces stored before this phase existed carry their forced tokens
+# as THINKING; meta["forced_positions"] still lists them.
+FORCED: int = 2
+PHASE_NAMES = {THINKING: "thinking", ANSWER: "answer", FORCED: "forced"}
+PHASES: tuple[int, ...] = (THINKING, ANSWER, FORCED)
 
 StopReason = Literal["eos", "max_tokens", "stopped", "error", "imported"]
 STOP_REASONS: tuple[str, ...] = ("eos", "max_tokens", "stopped", "error", "imported")
 
+# A trace is graded only when it ended on its own: EOS, a token budget it ran into (the model's
+# failure to conclude is an outcome), or a finished trace from a file. A Stop, an early stop or a
+# failure leaves a partial text whose "answer" is whatever came last: such traces are stored
+# ungraded (correct = NULL) and counted apart as not finished (docs/METHODS.md §7).
+GRADED_STOP_REASONS: tuple[str, ...] = ("eos", "max_tokens", "imported")
+
 TOP_K_ALTERNATIVES = 5
+
+
+def finished_normally(stop_reason: str | None, meta: dict | None = None) -> bool:
+    """True when a trace with this stop reason gets a grade (see GRADED_STOP_REASONS); a trace a
+    backend marked partial (meta["partial"]: a stream that broke off) never does."""
+    return stop_reason in GRADED_STOP_REASONS and not (meta or {}).get("partial")
 
 
 @dataclass(frozen=True)
@@ -32,7 +50,7 @@ class TokenStep:
     top_ids: tuple[int, ...]  # K most likely alternatives, most likely first
     top_texts: tuple[str, ...]
     top_logprobs: tuple[float, ...]
-    phase: int  # THINKING or ANSWER
+    phase: int  # THINKING, ANSWER or FORCED
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,7 @@ class TokenColumns:
     top_ids: np.ndarray  # int64 [T, K]
     top_texts: list[list[str]]  # [T][K]
     top_logprobs: np.ndarray  # float32 [T, K]
-    phase: np.ndarray  # int8 [T], THINKING or ANSWER
+    phase: np.ndarray  # int8 [T], THINKING, ANSWER or FORCED
 
     def __post_init__(self) -> None:
         n = len(self.text)
@@ -84,6 +102,15 @@ class TokenColumns:
     def n_phase(self, phase: int) -> int:
         return int(np.count_nonzero(self.phase == phase))
 
+    def with_forced(self, positions) -> "TokenColumns":
+        """A copy whose tokens at `positions` (injected, not sampled) have phase FORCED."""
+        index = np.asarray([p for p in positions if 0 <= p < len(self)], dtype=np.int64)
+        if index.size == 0:
+            return self
+        phase = self.phase.copy()
+        phase[index] = FORCED
+        return replace(self, phase=phase)
+
 
 @dataclass
 class TraceRecord:
@@ -115,6 +142,11 @@ class TraceRecord:
     @property
     def n_answer_tokens(self) -> int:
         return self.tokens.n_phase(ANSWER)
+
+    @property
+    def n_forced_tokens(self) -> int:
+        """Tokens injected by budget forcing; len(tokens) = thinking + forced + answer."""
+        return self.tokens.n_phase(FORCED)
 
     @property
     def tokens_per_s(self) -> float:

@@ -1,4 +1,5 @@
-"""Per-run accuracy, cost and efficiency metrics (METHODS item 6), from plain per-sample numbers.
+"""Per-run accuracy, cost and efficiency metrics (docs/METHODS.md §6), from plain per-query and
+per-sample numbers.
 
 Token counts, not texts, are the inputs; `first_correct_token_index` bridges from a trace's token
 texts to the token where its first correct intermediate answer ends.
@@ -20,14 +21,17 @@ from analysis.answers import (
 )
 
 __all__ = [
+    "QueryOutcome",
     "RunMetrics",
     "SampleOutcome",
+    "TokenCount",
     "char_to_token_index",
     "cost_usd",
     "e3",
     "first_correct_token_index",
     "ock_score",
     "outcome_efficiency",
+    "sample_efficiency_terms",
     "summarize_run",
     "wilson_interval",
 ]
@@ -133,16 +137,26 @@ def first_correct_token_index(
 
 @dataclass(frozen=True)
 class SampleOutcome:
-    """What the run metrics need from one generated sample."""
+    """What the run metrics need from one generated sample.
 
-    correct: bool | None  # None: no reference to grade against
+    correct: the stored grade; None when ungraded (no reference, or the trace did not finish).
+    finished: False for a stopped, failed or partial trace (analysis.records.finished_normally):
+    it never counts toward accuracy, even if an old row still carries a grade, and is counted
+    apart as "not finished" (docs/METHODS.md §6).
+    first_correct_token: 0-based index over all the sample's tokens of the end of its first
+    correct intermediate answer, None when none was located.
+    """
+
+    correct: bool | None
     n_thinking_tokens: int
     n_answer_tokens: int
     latency_s: float = 0.0
-    first_correct_token: int | None = None  # 0-based index over thinking+answer tokens
+    first_correct_token: int | None = None
+    finished: bool = True
+    n_forced_tokens: int = 0  # injected by budget forcing, counted apart from thinking and answer
 
     def __post_init__(self) -> None:
-        if self.n_thinking_tokens < 0 or self.n_answer_tokens < 0:
+        if self.n_thinking_tokens < 0 or self.n_answer_tokens < 0 or self.n_forced_tokens < 0:
             raise ValueError("token counts must be >= 0")
         if not math.isfinite(self.latency_s) or self.latency_s < 0:
             raise ValueError(f"latency_s must be finite and >= 0, got {self.latency_s!r}")
@@ -152,69 +166,169 @@ class SampleOutcome:
 
     @property
     def n_total_tokens(self) -> int:
-        return self.n_thinking_tokens + self.n_answer_tokens
+        return self.n_thinking_tokens + self.n_answer_tokens + self.n_forced_tokens
+
+    @property
+    def grade(self) -> bool | None:
+        """The grade metrics use: None unless the sample finished and was graded."""
+        return self.correct if self.finished else None
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """Tokens decoded for one query, by kind. Strategies that decode more than they store (step
+    search: pruned branches, prefixes shared by several beams) report this instead of the sum
+    over their stored samples."""
+
+    thinking: int = 0
+    answer: int = 0
+    forced: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.thinking, self.answer, self.forced) < 0:
+            raise ValueError("token counts must be >= 0")
+
+    @property
+    def total(self) -> int:
+        return self.thinking + self.answer + self.forced
+
+    def to_dict(self) -> dict:
+        return {"thinking": self.thinking, "answer": self.answer, "forced": self.forced, "total": self.total}
+
+    @staticmethod
+    def of(samples: Sequence[SampleOutcome]) -> "TokenCount":
+        return TokenCount(sum(s.n_thinking_tokens for s in samples), sum(s.n_answer_tokens for s in samples),
+                          sum(s.n_forced_tokens for s in samples))
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One query (prompt) of a run: the grade of the answer the strategy selected and every
+    sample it generated. correct is None when ungraded (no reference, or the query did not
+    finish: the run was stopped during it). decoded: the tokens actually decoded when they
+    differ from the sum over `samples` (see TokenCount)."""
+
+    correct: bool | None
+    samples: tuple[SampleOutcome, ...]
+    decoded: TokenCount | None = None
+    finished: bool = True
+
+    @property
+    def tokens(self) -> TokenCount:
+        return self.decoded if self.decoded is not None else TokenCount.of(self.samples)
+
+    @property
+    def grade(self) -> bool | None:
+        return self.correct if self.finished else None
+
+    @staticmethod
+    def single(sample: SampleOutcome) -> "QueryOutcome":
+        """A query answered by one sample (sweeps, plain generations): its grade is the sample's."""
+        return QueryOutcome(sample.grade, (sample,), finished=sample.finished)
 
 
 @dataclass(frozen=True)
 class RunMetrics:
-    """Summary of one run. None where a value is undefined (no samples, no references, no price)."""
+    """Summary of one run (docs/METHODS.md §6). None where a value is undefined (no queries, no
+    grades, no price).
 
+    Per query: accuracy is the share of graded queries whose *selected* answer is right; tokens per
+    query are the tokens decoded for a query, every sample (and pruned search branch) included.
+    E3 and OckScore combine these two, over the graded queries (so A and T describe the same
+    queries), with T = total tokens (thinking + answer + forced). Per sample: sample accuracy,
+    mean tokens per stored sample, latency and outcome efficiency. Not-finished samples and
+    queries are never graded and are counted apart.
+    """
+
+    n_queries: int
+    n_queries_graded: int
+    n_queries_correct: int
+    n_queries_not_finished: int
+    accuracy: float | None  # selected answer right / graded queries
+    accuracy_ci: tuple[float, float] | None  # Wilson 95% over graded queries
+    thinking_tokens_per_query: float | None
+    answer_tokens_per_query: float | None
+    total_tokens_per_query: float | None  # thinking + answer + forced, all samples of the query
+    e3: float | None  # accuracy^2 / total tokens per graded query
+    ock_score: float | None  # accuracy% - 10 ln(total tokens per graded query / 10000 + 1)
     n_samples: int
-    n_graded: int  # samples with a known correctness
-    n_correct: int
-    accuracy: float | None  # fraction of graded samples
-    accuracy_ci: tuple[float, float] | None  # Wilson 95%
-    mean_thinking_tokens: float | None
+    n_samples_graded: int
+    n_samples_correct: int
+    n_not_finished: int  # samples stopped, failed or cut: ungraded, counted apart
+    sample_accuracy: float | None  # right / graded finished samples
+    mean_thinking_tokens: float | None  # per stored sample
     mean_answer_tokens: float | None
+    mean_forced_tokens: float | None
     mean_total_tokens: float | None
     mean_latency_s: float | None  # over samples with a latency (0 means not measured, e.g. imports)
     tokens_per_s: float | None  # their tokens / their latency: throughput, not a mean of rates
-    outcome_efficiency: float | None  # over graded samples
-    e3: float | None
-    ock_score: float | None
-    cost_usd: float | None  # all tokens of the run at the given price
+    outcome_efficiency: float | None  # over graded finished samples with tokens
+    total_tokens: int  # every token decoded by the run (the cost basis)
+    cost_usd: float | None  # total_tokens at the given price
 
 
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize_run(samples: Sequence[SampleOutcome], price_per_million: float | None = None) -> RunMetrics:
-    """Accuracy and efficiency over a run's samples.
+def sample_efficiency_terms(sample: SampleOutcome) -> tuple[int, int | None]:
+    """(T_i, That_i) of one graded sample for outcome efficiency; That_i None when sigma_i = 0.
 
-    Token and latency means use every sample; accuracy, outcome efficiency, E3 and OckScore use the
-    graded ones (an ungraded sample says nothing about correctness). A graded sample marked correct
-    without a first_correct_token still counts as sigma = 0 for outcome efficiency: the caller
-    could not locate the answer, and inventing a position would flatter the run. Conversely a
-    wrong final answer with a correct intermediate one has sigma = 1, as the definition says.
-    """
-    graded = [s for s in samples if s.correct is not None]
-    n_correct = sum(1 for s in graded if s.correct)
-    accuracy = n_correct / len(graded) if graded else None
-    totals = [s.n_total_tokens for s in samples]
-    mean_total = _mean(totals)
+    sigma follows the grade (docs/METHODS.md §6): a sample graded correct has sigma = 1 even when no
+    intermediate mention of the answer was located, with That = T (its first correct answer is then
+    the final one, which ends the trace); a wrong final answer with a correct intermediate one has
+    sigma = 1 too, as "any answer in trace i is correct" says."""
+    total = sample.n_total_tokens
+    if sample.first_correct_token is not None:
+        return total, sample.first_correct_token + 1
+    if sample.grade:
+        return total, total
+    return total, None
+
+
+def summarize_run(queries: Sequence[QueryOutcome], price_per_million: float | None = None) -> RunMetrics:
+    """Accuracy, cost and efficiency of a run from its queries (the one definition every page,
+    stored run and CLI summary uses; docs/METHODS.md §6)."""
+    graded_q = [q for q in queries if q.grade is not None]
+    n_right_q = sum(1 for q in graded_q if q.grade)
+    accuracy = n_right_q / len(graded_q) if graded_q else None
+    graded_t = _mean([q.tokens.total for q in graded_q])
+    samples = [s for q in queries for s in q.samples]
+    graded = [s for s in samples if s.grade is not None]
+    n_right = sum(1 for s in graded if s.grade)
     timed = [s for s in samples if s.latency_s > 0]
     latency = sum(s.latency_s for s in timed)
     efficiency = None
-    if graded:
-        efficiency = outcome_efficiency(
-            [s.first_correct_token for s in graded],
-            [s.n_total_tokens for s in graded],
-        )
-    graded_mean_total = _mean([s.n_total_tokens for s in graded])
+    measurable = [s for s in graded if s.n_total_tokens > 0]  # a text-only import has no length to use
+    if measurable:
+        terms = [sample_efficiency_terms(s) for s in measurable]
+        efficiency = outcome_efficiency([None if h is None else h - 1 for _, h in terms], [t for t, _ in terms])
+    total_tokens = sum(q.tokens.total for q in queries)
     return RunMetrics(
-        n_samples=len(samples),
-        n_graded=len(graded),
-        n_correct=n_correct,
+        n_queries=len(queries),
+        n_queries_graded=len(graded_q),
+        n_queries_correct=n_right_q,
+        n_queries_not_finished=sum(1 for q in queries if not q.finished),
         accuracy=accuracy,
-        accuracy_ci=wilson_interval(n_correct, len(graded)) if graded else None,
+        accuracy_ci=wilson_interval(n_right_q, len(graded_q)) if graded_q else None,
+        thinking_tokens_per_query=_mean([q.tokens.thinking for q in queries]),
+        answer_tokens_per_query=_mean([q.tokens.answer for q in queries]),
+        total_tokens_per_query=_mean([q.tokens.total for q in queries]),
+        e3=e3(accuracy, graded_t) if accuracy is not None and graded_t else None,
+        ock_score=ock_score(100.0 * accuracy, graded_t) if accuracy is not None else None,
+        n_samples=len(samples),
+        n_samples_graded=len(graded),
+        n_samples_correct=n_right,
+        n_not_finished=sum(1 for s in samples if not s.finished),
+        sample_accuracy=n_right / len(graded) if graded else None,
         mean_thinking_tokens=_mean([s.n_thinking_tokens for s in samples]),
         mean_answer_tokens=_mean([s.n_answer_tokens for s in samples]),
-        mean_total_tokens=mean_total,
+        mean_forced_tokens=_mean([s.n_forced_tokens for s in samples]),
+        mean_total_tokens=_mean([s.n_total_tokens for s in samples]),
         mean_latency_s=_mean([s.latency_s for s in timed]),
         tokens_per_s=sum(s.n_total_tokens for s in timed) / latency if latency > 0 else None,
         outcome_efficiency=efficiency,
-        e3=e3(accuracy, graded_mean_total) if accuracy is not None and graded_mean_total else None,
-        ock_score=ock_score(100.0 * accuracy, graded_mean_total) if accuracy is not None else None,
-        cost_usd=cost_usd(sum(totals), price_per_million) if price_per_million is not None else None,
+        total_tokens=total_tokens,
+        cost_usd=cost_usd(total_tokens, price_per_million) if price_per_million is not None else None,
     )
+

@@ -1,4 +1,4 @@
-"""Signal-vs-accuracy protocol (METHODS item 2) and the words found at MI peaks (item 1).
+"""Signal-vs-accuracy protocol (docs/METHODS.md §2, §6) and the words found at MI peaks (§1).
 
 Protocol: split samples into quantile bins of a per-sample signal (DTR, length, self-certainty,
 ...), take accuracy per bin, and report Pearson r between bin mean signal and bin accuracy.
@@ -39,9 +39,12 @@ class BinnedCorrelation:
 def binned_signal_correlation(signal, correct, settings: CorrelationSettings = CorrelationSettings()) -> BinnedCorrelation:
     """Quantile-bin samples by signal, accuracy per bin, Pearson r(bin mean signal, bin accuracy).
 
-    Edges are numpy's default (linear) quantiles. Bin i holds edges[i] <= s < edges[i+1], the last
-    bin also s == edges[-1]; values tied at an inner edge all go to the upper bin, so heavy ties
-    can leave bins empty, and empty bins are left out of r rather than invented.
+    Edges are the linear-interpolation quantiles j/k (numpy's default). Bin i holds
+    edges[i] <= s < edges[i+1], the last bin also s == edges[-1]; values tied at an inner edge all
+    go to the upper bin, so heavy ties can leave bins empty, and empty bins are left out of r
+    rather than invented. Membership is decided on ranks (`quantile_bins`), not by comparing with
+    the float edges, which round (0..5 in 5 bins gives an edge 0.6000000000000001 for 0.6).
+    `edges` are reported for display only.
     """
     s = np.asarray(signal, dtype=np.float64).ravel()
     ok = np.asarray(correct).ravel()
@@ -60,7 +63,7 @@ def binned_signal_correlation(signal, correct, settings: CorrelationSettings = C
         return BinnedCorrelation(np.full(k + 1, np.nan), nan_k, nan_k.copy(), np.zeros(k, np.int64), float("nan"), "no samples with a finite signal", n_dropped)
 
     edges = np.quantile(s, np.linspace(0.0, 1.0, k + 1))
-    bin_of = np.searchsorted(edges[1:-1], s, side="right")
+    bin_of = quantile_bins(s, k)
     counts = np.bincount(bin_of, minlength=k).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_signal = np.bincount(bin_of, weights=s, minlength=k) / counts
@@ -82,6 +85,30 @@ def binned_signal_correlation(signal, correct, settings: CorrelationSettings = C
             reason = "bin mean signal is the same in every bin"
     r = float("nan") if reason else _pearson(mean_signal[nonempty], accuracy[nonempty])
     return BinnedCorrelation(edges, mean_signal, accuracy, counts, r, reason, n_dropped)
+
+
+def quantile_bins(values, n_bins: int) -> np.ndarray:
+    """Bin index (int64 [N]) of each value among n_bins linear-interpolation quantile bins, exactly.
+
+    The inner edge j (j = 1..n_bins-1) sits at sorted position p_j = j (N-1) / n_bins, between
+    sorted values v[floor p_j] and v[ceil p_j]. A value s is at or above that edge exactly when
+    ceil(p_j) <= b, b = (number of values <= s) - 1: the interpolated edge never exceeds
+    v[ceil p_j] and lies above every value below v[ceil p_j]. So s's bin is the number of j with
+    ceil(j (N-1) / n_bins) <= b, computed in integers (docs/METHODS.md §6). Tie-free, this puts
+    rank r in bin min(floor(r n_bins / (N-1)), n_bins-1).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    n = v.size
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if np.isnan(v).any():
+        raise ValueError("quantile_bins needs values without NaN")
+    last_rank = np.searchsorted(np.sort(v), v, side="right") - 1  # b per value
+    j = np.arange(1, n_bins, dtype=np.int64)
+    edge_rank = -((-j * (n - 1)) // n_bins)  # ceil(j (N-1) / n_bins), non-decreasing in j
+    return np.searchsorted(edge_rank, last_rank, side="right").astype(np.int64)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

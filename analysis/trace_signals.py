@@ -1,4 +1,4 @@
-"""Per-token signal table and per-trace summary of one analysed trace (METHODS items 1, 2, 4).
+"""Per-token signal table and per-trace summary of one analysed trace (docs/METHODS.md §1, §2, §4).
 
 Pure: takes the MI curve, the logit-lens JSD matrix and the final-layer token statistics that
 generation/analyze.py computed, and applies the peak rule, settling depth, DTR and the DeepConf
@@ -17,21 +17,27 @@ from analysis.confidence import ConfidenceSettings, TokenStats, trace_confidence
 from analysis.logit_lens import DTRSettings, deep_band_start, deep_thinking_mask, settling_depth
 from analysis.mutual_information import MISettings, mi_peaks
 
-# Where h_y comes from; the UI names the one in use (METHODS item 1, "No reference answer").
+# Where h_y comes from; the UI names the one in use (docs/METHODS.md §1, "No reference answer").
 REFERENCE_KINDS = {
     "stored": "the prompt's stored reference answer",
     "typed": "a reference typed by the user",
     "self": "the model's own final answer (self-referenced MI)",
 }
 LENS_DTYPES = ("auto", "float32", "bfloat16")
-# With a bfloat16 lens, every JSD within this many nats of g is recomputed in float32, so the
-# settling depth and DTR are the float32 ones; bf16 errors measured on real traces stay far below
-# it (BENCHMARKS.md, issue 3).
+# With a bfloat16 lens, every JSD within this many nats of g is recomputed in float32. The settling
+# depth and DTR are then the float32 ones provided no other entry errs by more than this: sampled,
+# not certified (docs/METHODS.md §2); the worst error measured on real traces is 5x smaller (0.0096 nats).
 LENS_EXACT_BAND_NATS = 0.05
+# Tokens listed as "most informative" when no token passes the IQR peak rule (docs/METHODS.md §1).
+TOP_INFORMATIVE_K = 10
 
 
 class MissingReferenceError(ValueError):
     """The chosen reference kind has no text for this trace."""
+
+
+# How h_y is read (docs/METHODS.md §1): at the last reference token, after the first prompt token.
+MI_REFERENCE_ENCODING = "after-first-token"
 
 
 @dataclass(frozen=True)
@@ -39,11 +45,12 @@ class AnalysisSettings:
     """Every parameter that changes an analysis result; `key` identifies it in storage.
 
     layer: decoder block whose output feeds MI, 1-based; -1 = the last block (the card's choice).
-    lens_dtype: the logit-lens unembedding product. float32: exact everywhere. bfloat16: about 3x
-        faster where the hardware has bf16 units; divergences within LENS_EXACT_BAND_NATS of g are
-        recomputed in float32, so depths and DTR match float32 and only the heatmap carries bf16
-        rounding (~1e-3 nats). auto: bfloat16 where it is fast (AMX / AVX512-BF16 CPUs, GPUs), else
-        float32.
+    lens_dtype: the logit-lens unembedding product. float32: exact everywhere. bfloat16: bf16 inputs
+        with float32 output (fast on CUDA GPUs; same numbers at float32 speed elsewhere); divergences
+        within LENS_EXACT_BAND_NATS of g are recomputed in float32 and random others spot-checked, so
+        depths and DTR are the float32 ones unless an unchecked entry erred by more than the band
+        (sampled, not certified: docs/METHODS.md §2); the heatmap carries the bf16 rounding. auto:
+        bfloat16 on CUDA GPUs with bf16, else float32.
     """
 
     sigma: float = 50.0
@@ -89,7 +96,10 @@ class AnalysisSettings:
     @property
     def key(self) -> str:
         """Stable across processes and versions of Python: sha256 of the canonical JSON, 16 hex digits."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        # The reference encoding is part of the key, not a setting: analyses stored before it
+        # changed (docs/METHODS.md §1) no longer match and are recomputed on request.
+        keyed = {**self.to_dict(), "mi_reference_encoding": MI_REFERENCE_ENCODING}
+        canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
@@ -217,6 +227,19 @@ def summarise_signals(
         mean_entropy=float(np.mean(stats.entropy)) if n_t else nan,
     )
     return tokens, summary
+
+
+def top_informative(mi_t, k: int = TOP_INFORMATIVE_K) -> np.ndarray:
+    """Positions of the k largest finite m_t, largest first (ties: earlier first): int64 [<= k].
+
+    The alternative view when the IQR rule finds no peak (docs/METHODS.md §1): a ranking, not a test.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be an int >= 0, got {k!r}")
+    m = np.asarray(mi_t, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(m))
+    order = finite[np.argsort(-m[finite], kind="stable")]
+    return order[:k].astype(np.int64)
 
 
 def finite_or_none(value: float) -> float | None:

@@ -1,4 +1,4 @@
-"""Timings of the deep-thinking math: mi_curve (METHODS item 1) and jsd_to_final (item 2).
+"""Timings of the deep-thinking math: mi_curve (docs/METHODS.md §1) and jsd_to_final (§2).
 
     .venv/bin/python bench/bench_analysis_math.py            # about 1-2 minutes on 2 shared cores
     .venv/bin/python bench/bench_analysis_math.py --full     # also measures JSD at T >= 1000 (minutes)

@@ -27,7 +27,7 @@ from analysis.trace_signals import (
 )
 from generation.decoding import IncrementalDetokenizer
 from generation.hidden_states import LogitLens, reference_state, teacher_forced_states
-from generation.models import LoadedModel, ModelLoadError, ModelSpec, load_model
+from generation.models import EMBEDDED_MODEL, LoadedModel, ModelLoadError, ModelSpec, load_model
 from generation.prompting import detect_format, encode_prompt
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
@@ -42,10 +42,62 @@ class EmptyTraceError(ValueError):
     """The trace has no generated tokens, so there is nothing to analyse."""
 
 
-def load_analysis_model(name: str, trust_remote_code: bool = False) -> LoadedModel:
+class TraceDataError(ValueError):
+    """The stored trace holds data analysis cannot use (e.g. from an older database or a crafted file)."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model would analyse a trace, and whether a person must say yes before it is loaded."""
+
+    name: str  # the model to load; "" when there is none to propose
+    needs_confirmation: bool
+    message: str = ""  # for people: why it asks, or what to do
+
+
+def choose_analysis_model(trace_model: str | None, chosen: str | None = None,
+                          use_trace_model: bool = False) -> ModelChoice:
+    """The one rule for which model analyses a trace (CLI and app).
+
+    A trace's model name is data, and the data may come from an imported file: naming
+    deepseek-ai/DeepSeek-V3 must not start a download of hundreds of GB, nor load whatever a
+    crafted path points to. So a model named only by the trace is loaded only when it is the
+    embedded model (shipped with ThinkScope) or when a person confirmed it (`use_trace_model`: the
+    CLI's --use-trace-model, the app's confirmation box). A model the person chose (`chosen`: the
+    CLI's --model, a name typed in the app) is theirs to load.
+    """
+    if chosen is not None and chosen.strip():
+        return ModelChoice(chosen.strip(), False)
+    name = (trace_model or "").strip()
+    if not name:
+        return ModelChoice("", True, "This trace names no model: choose an analysing model.")
+    if name == EMBEDDED_MODEL or use_trace_model:
+        return ModelChoice(name, False)
+    return ModelChoice(name, True, f"This trace names the model {name!r}. A model named only by a trace's data "
+                                   f"(which may come from an imported file) is not loaded without your say-so: "
+                                   f"{_where_it_comes_from(name)}")
+
+
+def _where_it_comes_from(name: str) -> str:
+    from pathlib import Path
+
+    if name.startswith(("/", ".", "~")) or Path(name).expanduser().exists():
+        return "it would be loaded from that path on this machine."
+    try:
+        from huggingface_hub import try_to_load_from_cache  # looks at the local cache only, no network
+
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # not a valid hub id: loading it fails with its own message
+        cached = False
+    return ("it is in the local Hugging Face cache." if cached else
+            "it is not on this machine, so loading it would download it from the Hugging Face hub.")
+
+
+def load_analysis_model(name: str, trust_remote_code: bool = False, device: str = "auto",
+                        dtype: str = "auto") -> LoadedModel:
     """load_model with a message that says what to do when the trace's model is not available."""
     try:
-        return load_model(ModelSpec(name=name, trust_remote_code=trust_remote_code))
+        return load_model(ModelSpec(name=name, trust_remote_code=trust_remote_code, device=device, dtype=dtype))
     except ModelLoadError as exc:
         raise ModelLoadError(
             f"Cannot load {name!r} to analyse this trace: {exc} Choose another analysing model "
@@ -64,7 +116,13 @@ class ForcedInput:
 
 def trace_format(record: TraceRecord, tokenizer) -> ReasoningFormat:
     fmt = record.settings.get("format") if isinstance(record.settings, dict) else None
-    return ReasoningFormat(**fmt) if isinstance(fmt, dict) else detect_format(tokenizer)
+    if not isinstance(fmt, dict):
+        return detect_format(tokenizer)
+    try:
+        return ReasoningFormat(**fmt)
+    except (TypeError, ValueError) as exc:  # an unknown key is a TypeError
+        raise TraceDataError(f"settings.format of this trace is not a usable reasoning format "
+                             f"({str(exc)[:200]}); its keys are {', '.join(map(repr, list(fmt)[:8]))}.") from exc
 
 
 def forced_input(loaded: LoadedModel, record: TraceRecord) -> ForcedInput:
@@ -73,7 +131,11 @@ def forced_input(loaded: LoadedModel, record: TraceRecord) -> ForcedInput:
     fmt = trace_format(record, tokenizer)
     prompt_ids = encode_prompt(tokenizer, record.prompt, fmt)
     cols = record.tokens
-    if len(cols) and record.model == loaded.name and bool((cols.token_id >= 0).all()):
+    # Ids outside the embedding table (a crafted file, another tokenizer) are not this model's ids:
+    # re-encode the text rather than index out of range.
+    n_vocab = loaded.model.get_input_embeddings().num_embeddings
+    if (len(cols) and record.model == loaded.name and bool((cols.token_id >= 0).all())
+            and bool((cols.token_id < n_vocab).all())):
         return ForcedInput(prompt_ids, cols.token_id.tolist(), list(cols.text), cols.phase.copy(), False)
     text = "".join(cols.text) if len(cols) else record.meta.get("raw_text") or _joined(record)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -96,21 +158,31 @@ def lens_dtype(name: str, model) -> torch.dtype:
 
 
 def _fast_bfloat16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        # Without AMX or AVX512-BF16, CPU bfloat16 matmuls are emulated and slower than float32.
-        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-    return False
+    # Only a bf16 GEMM with float32 output is both fast and accurate enough (docs/METHODS.md §2): CUDA
+    # has one; torch's CPU bf16 GEMMs (AMX, AVX512-BF16) round their output to bf16, so CPUs use float32.
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def reference_input(prompt_ids: list[int], reference_ids: list[int]) -> list[int]:
+    """The input whose last position gives h_y: the reference text after the first prompt token.
+
+    docs/METHODS.md §1: position 0 is an attention sink whose state barely depends on its token, so a
+    one-token reference encoded alone gave the same MI curve for "7" and "8". The trace's own forward
+    pass starts with prompt_ids[0] (BOS, or the chat template's first token such as <|im_start|>), so
+    the reference gets the same start, as the authors' tokenizer.encode gives it BOS.
+    """
+    if not reference_ids:
+        raise ValueError("the reference text encodes to no tokens")
+    return [prompt_ids[0], *reference_ids]
 
 
 def refine_near_threshold(jsd_lt: np.ndarray, hidden_ltd: torch.Tensor, exact_lens: LogitLens,
                           final_logprobs_tv: torch.Tensor, g: float, n_spot: int = _SPOT_CHECKS) -> tuple[int, float]:
     """Recompute in float32, in place, every entry of a low-precision jsd_lt [L, T] within
     LENS_EXACT_BAND_NATS of g. Entries farther away cannot change side of g unless the low-precision
-    error exceeds the band, so the settling depth becomes the float32 one. That premise is checked:
-    `n_spot` other entries, drawn at random, are recomputed too and their largest error returned.
+    error exceeds the band, so the settling depth becomes the float32 one. That premise is sampled, not
+    certified (docs/METHODS.md §2): `n_spot` other entries, drawn at random, are recomputed too and
+    their largest error returned.
 
     Returns (entries recomputed near g, largest spot-check error in nats)."""
     near_lt = np.abs(jsd_lt[:-1] - g) <= LENS_EXACT_BAND_NATS
@@ -159,7 +231,7 @@ def analyze_trace(
     report(0.0, f"Forward pass over {len(inputs.prompt_ids)} prompt + {n_t} trace tokens")
     states = teacher_forced_states(model, inputs.prompt_ids, inputs.token_ids)
     ref_ids = tokenizer(reference, add_special_tokens=False)["input_ids"]
-    h_y = reference_state(model, ref_ids, settings.layer)
+    h_y = reference_state(model, reference_input(inputs.prompt_ids, ref_ids), settings.layer)
 
     report(0.15, "Mutual information")
     mi = mi_curve(states.block_output(settings.layer), h_y, settings.mi_settings(),
@@ -170,7 +242,7 @@ def analyze_trace(
     lens = exact_lens if dtype == torch.float32 else LogitLens(model, dtype)
     n_refined = n_redone = 0
     jsd_lt = np.zeros((states.n_layers, n_t))
-    ids_t = torch.tensor(inputs.token_ids)
+    ids_t = torch.tensor(inputs.token_ids, device=model.lm_head.weight.device)  # where the lens output lies
     entropy, self_cert, conf, logprob = (np.empty(n_t) for _ in range(4))
     for t0 in range(0, n_t, _CHUNK_TOKENS):
         t1 = min(t0 + _CHUNK_TOKENS, n_t)
@@ -190,10 +262,12 @@ def analyze_trace(
         jsd_lt[:, t0:t1] = jsd_chunk
         stats = token_stats(final_lp, k=settings.k)
         entropy[t0:t1], self_cert[t0:t1], conf[t0:t1] = stats.entropy, stats.self_certainty, stats.confidence
-        logprob[t0:t1] = final_lp.gather(-1, ids_t[t0:t1, None])[:, 0].double().numpy()
+        logprob[t0:t1] = final_lp.gather(-1, ids_t[t0:t1, None])[:, 0].double().cpu().numpy()
     if lens is not exact_lens:
-        notes.append(f"Logit lens in bfloat16; the {n_refined} divergences within {LENS_EXACT_BAND_NATS} nats of "
-                     f"g = {settings.g} were recomputed in float32, so settling depths and DTR are exact.")
+        notes.append(f"Logit lens in bfloat16 (float32 output); the {n_refined} divergences within "
+                     f"{LENS_EXACT_BAND_NATS} nats of g = {settings.g} were recomputed in float32, and random "
+                     "others were checked, so settling depths and DTR are the float32 ones unless an unchecked "
+                     f"entry erred by more than {LENS_EXACT_BAND_NATS} nats (worst seen on real traces: 0.01).")
         if n_redone:
             notes.append(f"bfloat16 rounding came close to that margin for {n_redone} tokens: their logit lens "
                          "was recomputed entirely in float32.")

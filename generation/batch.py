@@ -34,7 +34,7 @@ from generation.models import LoadedModel
 from generation.prompting import encode_prompt
 from generation.streaming import GenerationRequest, build_record
 
-# DeepConf token confidence uses the top-20 log-probs (METHODS item 4).
+# DeepConf token confidence uses the top-20 log-probs (docs/METHODS.md §4).
 CONFIDENCE_K = 20
 
 Progress = Callable[[int, int, int], None]  # (rows finished, rows total, tokens generated so far)
@@ -213,7 +213,7 @@ def generate_batch(
     model, tok = loaded.model, loaded.tokenizer
     cfg = settings.sampling
     stop_event = stop_event or threading.Event()
-    generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+    generator = torch.Generator(device=model.device).manual_seed(cfg.seed) if cfg.seed is not None else None
     eos = set() if settings.ignore_eos else _eos_ids(model, tok)
     texts = _TextCache(tok)
     forced_end_ids = tok(fmt.forced_end_text, add_special_tokens=False)["input_ids"]
@@ -231,10 +231,10 @@ def generate_batch(
             prompt_ids.append(encoded[r.prompt] + list(r.prefix_ids))
     width = max(len(p) for p in prompt_ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids_up = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    mask_up = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    ids_up = torch.full((len(prompt_ids), width), pad, dtype=torch.long, device=model.device)
+    mask_up = torch.zeros((len(prompt_ids), width), dtype=torch.long, device=model.device)
     for u, p in enumerate(prompt_ids):
-        ids_up[u, width - len(p):] = torch.tensor(p)
+        ids_up[u, width - len(p):] = torch.tensor(p, device=model.device)
         mask_up[u, width - len(p):] = 1
     pos_up = (mask_up.cumsum(-1) - 1).clamp(min=0)
 
@@ -255,7 +255,7 @@ def generate_batch(
     with torch.inference_mode():
         out = model(input_ids=ids_up, attention_mask=mask_up, position_ids=pos_up, use_cache=True, logits_to_keep=1)
         cache = out.cache
-        which = torch.tensor([distinct[(r.prompt, r.prefix_ids)] for r in rows])
+        which = torch.tensor([distinct[(r.prompt, r.prefix_ids)] for r in rows], device=model.device)
         cache.batch_select_indices(which)
         logits = out.logits[:, -1, :][which]
         mask = mask_up[which]
@@ -299,15 +299,15 @@ def generate_batch(
             if not keep:
                 break
             if len(keep) < len(active):
-                idx = torch.tensor(keep)
+                idx = torch.tensor(keep, device=model.device)
                 cache.batch_select_indices(idx)
                 mask = mask[idx]
                 chosen = chosen[idx]
                 active = [active[j] for j in keep]
-            positions = torch.tensor([[state[i].next_pos] for i in active])
+            positions = torch.tensor([[state[i].next_pos] for i in active], device=model.device)
             for i in active:
                 state[i].next_pos += 1
-            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=mask.device)], dim=1)
             out = model(input_ids=chosen.view(-1, 1), attention_mask=mask, position_ids=positions, cache=cache,
                         use_cache=True, logits_to_keep=1)
             cache = out.cache

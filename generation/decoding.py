@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from analysis.records import ANSWER, TOP_K_ALTERNATIVES, TokenStep
+from analysis.records import ANSWER, FORCED, TOP_K_ALTERNATIVES, TokenStep
 from analysis.reasoning import PhaseTracker, ReasoningFormat
 
 
@@ -136,14 +136,14 @@ def decode(
     """
     generator = None
     if cfg.seed is not None:
-        generator = torch.Generator().manual_seed(cfg.seed)
+        generator = torch.Generator(device=model.device).manual_seed(cfg.seed)
     eos = set() if ignore_eos else _eos_ids(model, tokenizer)
     tracker = PhaseTracker(fmt)
     detokenizer = IncrementalDetokenizer(tokenizer)
     forced_queue: list[int] = []
     n_thinking = n_answer = 0
     past = None
-    inputs = torch.tensor([prompt_ids], dtype=torch.long)
+    inputs = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
     position = 0
     outcome.stop_reason = "error"
     with torch.inference_mode():
@@ -154,8 +154,9 @@ def decode(
             out = model(input_ids=inputs, cache=past, use_cache=True, logits_to_keep=1)
             past = out.cache
             logits = out.logits[:, -1, :]
-            if forced_queue:
-                chosen = torch.tensor([forced_queue.pop(0)])
+            forced = bool(forced_queue)
+            if forced:
+                chosen = torch.tensor([forced_queue.pop(0)], device=logits.device)
                 outcome.forced_positions.append(position)
             else:
                 chosen = sample_next(logits, cfg, generator)
@@ -165,7 +166,10 @@ def decode(
                 return
             chosen_lp, entropy, top_ids, top_lp = step_statistics(logits, chosen)
             text = detokenizer.add(token_id)
-            phase = tracker.feed(text)
+            # The tracker still reads forced text (it is what ends thinking); forced tokens are
+            # counted apart, so sampled thinking never exceeds max_thinking_tokens.
+            tracked = tracker.feed(text)
+            phase = FORCED if forced else tracked
             ids = top_ids[0].tolist()
             yield TokenStep(
                 position=position,
@@ -181,7 +185,7 @@ def decode(
             position += 1
             if phase == ANSWER:
                 n_answer += 1
-            else:
+            elif phase != FORCED:
                 n_thinking += 1
             if n_answer >= cfg.max_answer_tokens:
                 outcome.stop_reason = "max_tokens"

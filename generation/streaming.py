@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from analysis.answers import extract_answer, grade
-from analysis.records import TokenColumns, TokenStep, TraceRecord
+from analysis.answers import extract_answer, grade_trace
+from analysis.records import ANSWER, TokenColumns, TokenStep, TraceRecord
 from analysis.reasoning import ReasoningFormat, split_reasoning, token_phases
 from generation.backends import Backend, StreamOutcome, as_backend
 from generation.decoding import DecodeOutcome, SamplingConfig
@@ -58,9 +58,10 @@ def build_record(
     text = "".join(pieces)
     columns = TokenColumns.from_steps(steps)
     # Phases from the finished text, so they agree with the stored thinking/answer split exactly.
-    columns = replace(columns, phase=token_phases(pieces, request.fmt))
+    # Then the injected tokens apart (budget forcing), so thinking counts stay within the budget.
+    columns = replace(columns, phase=token_phases(pieces, request.fmt)).with_forced(outcome.forced_positions)
     thinking, answer = split_reasoning(text, request.fmt)
-    extracted = extract_answer(answer, thinking)
+    extracted = extract_answer(answer, thinking, fmt=request.fmt)
     meta: dict = {"raw_text": text}
     if outcome.forced_positions:
         meta["forced_positions"] = outcome.forced_positions
@@ -77,14 +78,47 @@ def build_record(
         latency_s=latency_s,
         reference_answer=request.reference_answer or None,
         extracted_answer=extracted,
-        correct=grade(extracted, request.reference_answer),
+        # stopped / failed traces stay ungraded (docs/METHODS.md §7)
+        correct=grade_trace(outcome.stop_reason, extracted, request.reference_answer, meta=meta),
         prompt_source=request.prompt_source,
         settings={**request.sampling.to_dict(), "format": request.fmt.to_dict()},
         meta=meta,
     )
 
 
-class LiveGeneration:
+class _StoppableThread:
+    """A worker thread with a stop event and a done event: the one mechanism behind a live
+    generation and a background job. Leaving `with` stops the worker and waits for it."""
+
+    def __init__(self, target: Callable[[], None], name: str):
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._thread.join(_JOIN_TIMEOUT_S)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the work is finished (True) or `timeout` seconds pass (False)."""
+        return self._done.wait(timeout)
+
+
+class LiveGeneration(_StoppableThread):
     """Context manager around one streaming generation.
 
     with LiveGeneration(loaded, request, on_finish=store) as live:
@@ -106,20 +140,18 @@ class LiveGeneration:
         self._on_finish = on_finish
         self._ignore_eos = ignore_eos
         self._queue: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="thinkscope-generation", daemon=True)
+        super().__init__(self._work, "thinkscope-generation")
         self.finished: Finished | None = None
+        # Read by a UI at its own pace (list appends are atomic), so it never wakes per token:
+        # every token in order, when the worker started, and seconds from start to the first answer token.
+        self.steps: list[TokenStep] = []
+        self.started: float | None = None
+        self.answer_started_s: float | None = None
 
-    def __enter__(self) -> "LiveGeneration":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        self._thread.join(_JOIN_TIMEOUT_S)
-
-    def stop(self) -> None:
-        self._stop.set()
+    def start(self) -> "LiveGeneration":
+        """Start the worker without tying it to a `with` block (a UI that outlives one script run)."""
+        self.started = time.perf_counter()
+        return super().start()
 
     @property
     def running(self) -> bool:
@@ -145,10 +177,13 @@ class LiveGeneration:
         steps: list[TokenStep] = []
         outcome = StreamOutcome()
         error = None
-        start = time.perf_counter()
+        start = self.started or time.perf_counter()
         try:
             for step in self._backend.stream(self._request, self._stop, outcome, ignore_eos=self._ignore_eos):
+                if step.phase == ANSWER and self.answer_started_s is None:
+                    self.answer_started_s = time.perf_counter() - start
                 steps.append(step)
+                self.steps.append(step)
                 self._queue.put(step)
         except Exception as exc:  # the record is still stored, marked with the error
             log.exception("generation failed")
@@ -166,7 +201,45 @@ class LiveGeneration:
                     log.exception("storing the trace failed")
                     store_error = f"The trace could not be stored: {exc}"
             self.finished = Finished(record, stored, error or store_error)
+            self._done.set()
             self._queue.put(self.finished)
+
+
+class BackgroundJob(_StoppableThread):
+    """A long job (a sweep, a strategy run) on a thread of its own, so that a UI script run can end,
+    rerun and come back to it; the job never touches the UI.
+
+    `work(stop_event, report)` does the job and returns its result; it calls `report(**fields)` to
+    publish progress, which a UI reads from `progress` at its own pace. `expected` exceptions are the
+    job's clear refusals (kept in `error` without a logged traceback); others are logged too.
+    """
+
+    def __init__(self, work: Callable[[threading.Event, Callable[..., None]], Any],
+                 expected: tuple[type[BaseException], ...] = (), name: str = "thinkscope-job"):
+        self._work = work
+        self._expected = expected
+        self.progress: dict = {}
+        self.result: Any = None
+        self.error: BaseException | None = None
+        super().__init__(self._run, name)
+
+    def _run(self) -> None:
+        try:
+            self.result = self._work(self._stop, self._report)
+        except Exception as exc:
+            if not isinstance(exc, self._expected):
+                log.exception("background job failed")
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def _report(self, **fields) -> None:
+        # A new dict each time: a reader on another thread always sees one consistent snapshot.
+        self.progress = {**self.progress, **fields}
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
 
 def generate(

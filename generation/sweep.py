@@ -25,10 +25,11 @@ from generation.backends import Backend, as_backend, require
 from generation.batch import BatchRow, BatchSettings, generate_batch
 from generation.decoding import SamplingConfig
 from generation.models import LoadedModel
-from generation.strategies.runner import run_metrics, sample_outcome
+from generation.strategies.runner import JobFraction, batch_share, run_metrics, sample_outcome
 from storage.config import StorageConfig
-from storage.runs import SweepCell, save_run_metrics, save_sweep_traces, sweep_cells
-from storage.traces import create_run
+from storage.errors import StorageError
+from storage.runs import (SweepCell, finish_run, resume_or_create_run, run_trace_records, save_run_metrics,
+                          save_sweep_traces, sweep_cells)
 
 FREE = 0  # the budget value of free-running cells
 SweepProgress = Callable[[int, int, int], None]  # (cells done, cells total, tokens in the current batch)
@@ -102,7 +103,9 @@ def run_sweep(
     settings: SweepSettings,
     progress: SweepProgress | None = None,
     stop_event: threading.Event | None = None,
+    fraction: JobFraction | None = None,
 ) -> SweepResult:
+    """Generate the missing cells, batch by batch; `fraction` gets the share done at every decode step."""
     backend = as_backend(loaded)
     require(backend, ("budget_forcing",), "The accuracy-vs-length sweep")
     stop_event = stop_event or threading.Event()
@@ -113,7 +116,7 @@ def run_sweep(
     done = len(wanted) - len(todo)
     if progress:
         progress(done, len(wanted), 0)
-    run_id = None
+    run_id, resumed = None, False
     generated = []
     error = None
     for start in range(0, len(todo), settings.batch_size):
@@ -121,17 +124,29 @@ def run_sweep(
             break
         chunk = todo[start : start + settings.batch_size]
         if run_id is None:
-            run_id = create_run(config, backend.name, "sweep", {"sweep_key": key, "prompt": settings.prompt,
-                                                                "budgets": list(settings.budgets),
-                                                                "samples_per_budget": settings.samples_per_budget,
-                                                                "free_samples": settings.free_samples,
-                                                                "temperature": settings.temperature,
-                                                                "format": fmt.to_dict()})
+            # A sweep killed or stopped earlier with these settings continues in its own run.
+            run_id, resumed = resume_or_create_run(config, backend.name, "sweep", {
+                "sweep_key": key, "prompt": settings.prompt, "budgets": list(settings.budgets),
+                "samples_per_budget": settings.samples_per_budget, "free_samples": settings.free_samples,
+                "temperature": settings.temperature, "format": fmt.to_dict()}, "sweep_key")
         seed = settings.seed * 1_000_003 + chunk[0][0] * 1_009 + chunk[0][1]
         rows = [BatchRow(settings.prompt, settings.reference_answer, "sweep",
                          max_thinking_tokens=b if b != FREE else settings.free_cap) for b, _ in chunk]
-        tick = (lambda d, t, tokens, done=done: progress(done, len(wanted), tokens)) if progress else None
-        records = generate_batch(loaded, rows, fmt, BatchSettings(settings.sampling(seed)), stop_event, tick)
+        capacity = sum(row.max_thinking_tokens + settings.max_answer_tokens for row in rows)
+
+        def tick(rows_done: int, rows_total: int, tokens: int, done: int = done, capacity: int = capacity) -> None:
+            if progress:
+                progress(done, len(wanted), tokens)
+            if fraction:
+                share = batch_share(rows_done, rows_total, tokens, capacity)
+                fraction((done + share * rows_total) / len(wanted))
+
+        try:
+            records = generate_batch(loaded, rows, fmt, BatchSettings(settings.sampling(seed)), stop_event,
+                                     tick if progress or fraction else None)
+        except BaseException:
+            _interrupted(config, run_id)
+            raise
         # Stopped and failed rows are not results: they stay missing, and a rerun generates them.
         finished = [(cell, r) for cell, r in zip(chunk, records) if r.stop_reason not in ("stopped", "error")]
         failed = [r for r in records if r.stop_reason == "error"]
@@ -143,19 +158,37 @@ def run_sweep(
             outcome = sample_outcome(r)
             new_cells.append(SweepCell(b, i, -1, r.n_thinking_tokens, r.n_answer_tokens, r.correct,
                                        outcome.first_correct_token))
-        for cell in save_sweep_traces(config, run_id, key, [r for _, r in finished], new_cells):
+        try:
+            saved = save_sweep_traces(config, run_id, key, [r for _, r in finished], new_cells)
+        except BaseException:
+            _interrupted(config, run_id)  # e.g. queued in the journal: stored later, but this sweep ends here
+            raise
+        for cell in saved:
             stored[(cell.budget, cell.sample_index)] = cell
         generated.extend(r for _, r in finished)
         done += len(finished)
         if progress:
             progress(done, len(wanted), 0)
+        if fraction:
+            fraction(done / len(wanted))
         if failed:  # e.g. the server went away: stop here; a rerun resumes from the stored cells
             error = f"{len(failed)} of {len(chunk)} cells failed: {failed[0].meta.get('error', 'unknown error')}"
             break
-    if run_id is not None and generated:
-        save_run_metrics(config, run_id, run_metrics(generated, [], sum(r.latency_s for r in generated)))
     cells = [stored[c] for c in wanted if c in stored]
+    if run_id is not None:
+        # A resumed run's metrics cover the traces of its earlier, interrupted part too.
+        records = run_trace_records(config, run_id) if resumed else generated
+        if records:
+            save_run_metrics(config, run_id, run_metrics(records, [], sum(r.latency_s for r in records)))
+        finish_run(config, run_id, complete=len(cells) == len(wanted))
     return SweepResult(key, cells, len(generated), run_id, stop_event.is_set(), len(wanted) - len(cells), error)
+
+
+def _interrupted(config: StorageConfig, run_id: int) -> None:
+    try:
+        finish_run(config, run_id, complete=False)
+    except StorageError:
+        pass  # the database is busy: the run reads as interrupted once this process is gone anyway
 
 
 def curves(cells: list[SweepCell]) -> tuple[LengthCurve, LengthCurve]:

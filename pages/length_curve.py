@@ -1,9 +1,9 @@
 """Accuracy vs length: thinking budgets x samples for one prompt, the curve, and its traces."""
 import streamlit as st
 
-from generation.backends import BackendUnavailable
+from ui.live import stop_job
 from ui.resources import storage_config
-from ui.sweep_view import run_with_progress, show_result, sweep_inputs
+from ui.sweep_view import JOB, follow_sweep, show_result, start_sweep, sweep_inputs
 from ui.widgets import model_and_format
 
 st.title("Accuracy vs length")
@@ -13,17 +13,11 @@ settings = sweep_inputs()
 
 go_col, stop_col, _ = st.columns([1, 1, 6])
 go = go_col.button("Run", type="primary", key="sweep_run", disabled=settings is None or fmt is None)
-# A click reruns the page, which interrupts the running batch; finished batches are kept.
-stop_col.button("Stop", key="sweep_stop")
+# Stop's callback sets the running sweep's stop event before the rerun: the rerun shows what was kept.
+stop_col.button("Stop", key="sweep_stop", on_click=stop_job, args=(JOB,))
 
 if go and settings is not None and fmt is not None:
-    try:
-        result = run_with_progress(storage_config(), loaded, fmt, settings)
-    except BackendUnavailable as exc:  # budget forcing through a server that cannot continue a prefix
-        st.error(str(exc))
-        st.stop()
-    st.session_state["sweep_last"] = (result, settings)
-    if result.error:
-        st.error(f"{result.error}. Failed cells are not stored: run again to resume.")
+    start_sweep(storage_config(), loaded, fmt, settings)
+follow_sweep()
 if (last := st.session_state.get("sweep_last")) is not None:
     show_result(*last)

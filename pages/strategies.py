@@ -1,9 +1,9 @@
 """Strategies: run a test-time-compute strategy on a prompt (or the prompt set); compare runs."""
 import streamlit as st
 
-from generation.backends import BackendUnavailable
+from ui.live import stop_job
 from ui.resources import storage_config
-from ui.strategy_view import prompts_input, run_with_progress, runs_table, show_run, strategy_inputs
+from ui.strategy_view import JOB, follow_run, prompts_input, runs_table, show_run, start_run, strategy_inputs
 from ui.widgets import model_and_format
 
 st.title("Strategies")
@@ -15,20 +15,19 @@ config = storage_config()
 
 go_col, stop_col, _ = st.columns([1, 1, 6])
 go = go_col.button("Run", type="primary", key="strat_run", disabled=chosen is None or fmt is None)
-stop_col.button("Stop", key="strat_stop")  # a click reruns the page and interrupts the run
+# Stop's callback sets the running job's stop event before the rerun: the rerun shows what finished.
+stop_col.button("Stop", key="strat_stop", on_click=stop_job, args=(JOB,))
 
 if go and chosen is not None and fmt is not None:
     if not items:
         st.error("The prompt is empty: pick a prompt or type one.")
         st.stop()
-    try:
-        result = run_with_progress(config, loaded, fmt, chosen[0], chosen[1], items, float(price))
-    except BackendUnavailable as exc:  # e.g. a strategy that needs local logits, on a server
-        st.error(str(exc))
-        st.stop()
-    st.session_state["strat_last_run"] = result.run_id
+    start_run(config, loaded, fmt, chosen[0], chosen[1], items, float(price))
+follow_run()
 if (run_id := st.session_state.get("strat_last_run")) is not None:
     st.subheader(f"Run {run_id}")
+    if note := st.session_state.get("strat_last_note"):
+        st.warning(note)
     show_run(config, run_id)
 st.subheader("Runs")
 runs_table(config, float(price))

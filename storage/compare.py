@@ -15,23 +15,26 @@ import pandas as pd
 from storage.config import StorageConfig
 from storage.connection import connect
 from storage.errors import StorageError
+from storage.runs import run_status
 
 MAX_COMPARED_RUNS = 4
 
 
 def comparable_runs(config: StorageConfig, limit: int = 500) -> pd.DataFrame:
-    """Runs with at least one trace, newest first: run_id, created_at, model, strategy, settings,
-    n_traces, n_prompts."""
+    """Runs with at least one trace (the JOIN leaves out the empty runs a killed sweep leaves),
+    newest first: run_id, created_at, model, strategy, settings, n_traces, n_prompts, status
+    (storage.runs.run_status: complete, running or interrupted)."""
     with connect(config, read_only=True) as con:
         frame = con.execute(
             """SELECT r.run_id, r.created_at, r.model, r.strategy, r.settings,
-                      count(*) AS n_traces, count(DISTINCT t.prompt_id) AS n_prompts
+                      count(*) AS n_traces, count(DISTINCT t.prompt_id) AS n_prompts, r.status, r.owner_pid
                FROM runs r JOIN traces t ON t.run_id = r.run_id
                GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
             [limit],
         ).df()
     frame["settings"] = [json.loads(s) for s in frame["settings"]]
-    return frame
+    frame["status"] = [run_status(st, pid) for st, pid in zip(frame["status"], frame["owner_pid"])]
+    return frame.drop(columns=["owner_pid"])
 
 
 def _check_runs(run_ids: Sequence[int]) -> list[int]:
@@ -44,7 +47,10 @@ def _check_runs(run_ids: Sequence[int]) -> list[int]:
 def shared_prompt_rows(config: StorageConfig, run_ids: Sequence[int]) -> pd.DataFrame:
     """One row per (run, shared prompt): prompt_id, prompt, reference_answer, run_id, n_samples,
     total_tokens (all samples), trace_id (the shown trace), n_tokens and n_thinking_tokens of that
-    trace, has_selection, final_answer, correct (of the final answer; <NA> when ungraded).
+    trace, has_selection, final_answer, correct (of the final answer; <NA> when ungraded),
+    decoded_thinking / decoded_answer / decoded_forced (<NA> unless the strategy reported the tokens
+    it decoded for the prompt, e.g. step search with its pruned branches; docs/METHODS.md §6) and
+    finished (False when the run was stopped during the prompt).
     Ordered by prompt_id, then by the position of the run in `run_ids`."""
     ids = _check_runs(run_ids)
     with connect(config, read_only=True) as con:
@@ -57,7 +63,11 @@ def shared_prompt_rows(config: StorageConfig, run_ids: Sequence[int]) -> pd.Data
             ), shared AS (
                 SELECT prompt_id FROM agg GROUP BY prompt_id HAVING count(*) = ?
             ), chosen AS (
-                SELECT s.run_id, p.prompt_id, s.selected_answer, s.correct, s.chosen_trace_id
+                SELECT s.run_id, p.prompt_id, s.selected_answer, s.correct, s.chosen_trace_id,
+                       CAST(json_extract(s.detail, '$.decoded_tokens.thinking') AS BIGINT) AS decoded_thinking,
+                       CAST(json_extract(s.detail, '$.decoded_tokens.answer') AS BIGINT) AS decoded_answer,
+                       CAST(json_extract(s.detail, '$.decoded_tokens.forced') AS BIGINT) AS decoded_forced,
+                       coalesce(CAST(json_extract(s.detail, '$.finished') AS BOOLEAN), true) AS finished
                 FROM strategy_selections s
                 JOIN prompts p ON p.text = s.prompt AND p.reference_answer IS NOT DISTINCT FROM s.reference_answer
                 WHERE list_contains(?, s.run_id)
@@ -66,7 +76,8 @@ def shared_prompt_rows(config: StorageConfig, run_ids: Sequence[int]) -> pd.Data
             SELECT a.prompt_id, p.text AS prompt, p.reference_answer, a.run_id, a.n_samples, a.total_tokens,
                    t.trace_id, t.n_tokens, t.n_thinking_tokens, c.run_id IS NOT NULL AS has_selection,
                    CASE WHEN c.run_id IS NOT NULL THEN c.selected_answer ELSE t.extracted_answer END AS final_answer,
-                   CASE WHEN c.run_id IS NOT NULL THEN c.correct ELSE t.correct END AS correct
+                   CASE WHEN c.run_id IS NOT NULL THEN c.correct ELSE t.correct END AS correct,
+                   c.decoded_thinking, c.decoded_answer, c.decoded_forced, coalesce(c.finished, true) AS finished
             FROM agg a
             JOIN shared USING (prompt_id)
             JOIN prompts p ON p.prompt_id = a.prompt_id
@@ -83,7 +94,8 @@ def shared_prompt_rows(config: StorageConfig, run_ids: Sequence[int]) -> pd.Data
 
 def shared_samples(config: StorageConfig, run_ids: Sequence[int]) -> pd.DataFrame:
     """Every trace of the runs on their shared prompts: trace_id, run_id, prompt_id, correct,
-    n_thinking_tokens, n_answer_tokens, latency_s, extracted_answer, reference_answer."""
+    n_thinking_tokens, n_answer_tokens, n_tokens, latency_s, extracted_answer, reference_answer,
+    stop_reason."""
     ids = _check_runs(run_ids)
     with connect(config, read_only=True) as con:
         frame = con.execute(
@@ -93,7 +105,7 @@ def shared_samples(config: StorageConfig, run_ids: Sequence[int]) -> pd.DataFram
                 GROUP BY prompt_id HAVING count(DISTINCT run_id) = ?
             )
             SELECT t.trace_id, t.run_id, t.prompt_id, t.correct, t.n_thinking_tokens, t.n_answer_tokens,
-                   t.latency_s, t.extracted_answer, p.reference_answer
+                   t.n_tokens, t.latency_s, t.extracted_answer, p.reference_answer, t.stop_reason
             FROM traces t JOIN shared USING (prompt_id) JOIN prompts p ON p.prompt_id = t.prompt_id
             WHERE list_contains(?, t.run_id)
             ORDER BY t.run_id, t.trace_id

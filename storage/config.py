@@ -10,6 +10,7 @@ from storage.errors import ConfigError
 
 ENV_DB = "THINKSCOPE_DB"
 ENV_MEMORY_MB = "THINKSCOPE_DB_MEMORY_MB"
+ENV_LOCK_TIMEOUT_S = "THINKSCOPE_LOCK_TIMEOUT_S"
 _MIN_MEMORY_MB = 64
 DB_FILENAME = "thinkscope.duckdb"
 # Resolved from this file rather than the working directory so that the app, the CLI and tests
@@ -21,7 +22,9 @@ SEED_PATH = Path(__file__).resolve().parent.parent / "sample_data" / "traces.jso
 class StorageConfig:
     """Settings of the storage layer; every query function takes one.
 
-    lock_timeout_s: how long to keep retrying while another process holds the DuckDB file lock.
+    lock_timeout_s: how long to keep retrying while another process holds the DuckDB file lock
+    ($THINKSCOPE_LOCK_TIMEOUT_S). A finished generation that still finds the file locked then is
+    kept in the journal beside the database (storage/journal.py) and stored on a later open.
     seed_path: JSONL file imported into a freshly created database; None (or a missing file)
     means start empty.
     memory_limit_mb: DuckDB's memory limit for this process. Beyond it DuckDB spills to a temporary
@@ -68,10 +71,21 @@ class StorageConfig:
         """Pick the database file: explicit `db` > $THINKSCOPE_DB > the user's data directory."""
         chosen = db if db not in (None, "") else os.environ.get(ENV_DB) or None
         path = Path(chosen) if chosen is not None else default_db_path()
+        extra: dict = {}
         memory = os.environ.get(ENV_MEMORY_MB, "").strip()
-        if memory and not memory.isdigit():
-            raise ConfigError(f"${ENV_MEMORY_MB} must be a whole number of MiB, got {memory!r}")
-        return cls(db_path=path, seed_path=SEED_PATH, **({"memory_limit_mb": int(memory)} if memory else {}))
+        if memory:
+            if not memory.isdigit():
+                raise ConfigError(f"${ENV_MEMORY_MB} must be a whole number of MiB, got {memory!r}")
+            extra["memory_limit_mb"] = int(memory)
+        timeout = os.environ.get(ENV_LOCK_TIMEOUT_S, "").strip()
+        if timeout:
+            try:
+                extra["lock_timeout_s"] = float(timeout)
+            except ValueError:
+                raise ConfigError(f"${ENV_LOCK_TIMEOUT_S} must be a number of seconds, got {timeout!r}") from None
+            if not math.isfinite(extra["lock_timeout_s"]) or extra["lock_timeout_s"] < 0:
+                raise ConfigError(f"${ENV_LOCK_TIMEOUT_S} must be a finite number of seconds >= 0, got {timeout!r}")
+        return cls(db_path=path, seed_path=SEED_PATH, **extra)
 
 
 def default_db_path() -> Path:

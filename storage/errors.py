@@ -37,3 +37,21 @@ class TraceImportError(StorageError):
         where = f"{self.path.name}, line {line}" if line is not None else self.path.name
         what = f"field '{field}': {message}" if field else message
         super().__init__(f"Cannot import {where}: {what}. Nothing from this file was stored.")
+
+
+class DatabaseBusy(StorageError):
+    """Another process (or thread) held the database for longer than lock_timeout_s."""
+
+
+class TraceQueued(StorageError):
+    """The database stayed locked, so finished traces wait in the journal beside it
+    (storage/journal.py); they are stored the next time ThinkScope opens the database."""
+
+    def __init__(self, busy: str, journal: Path, count: int) -> None:
+        self.journal = Path(journal)
+        self.count = count
+        what = "The trace is" if count == 1 else f"The {count} traces are"
+        super().__init__(
+            f"{busy} {what} safe in the journal {self.journal} and will be stored the next time "
+            "ThinkScope opens the database (any command or page that writes)."
+        )

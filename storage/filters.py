@@ -4,9 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from analysis.records import GRADED_STOP_REASONS
 from storage.errors import ConfigError
 
-CORRECT_CHOICES = ("any", "correct", "incorrect", "unknown")
+# "unknown": not graded (correct IS NULL: no reference, or not finished); "not_finished": stopped or
+# failed traces, which are never graded (docs/METHODS.md §7). Neither counts as incorrect.
+CORRECT_CHOICES = ("any", "correct", "incorrect", "unknown", "not_finished")
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,8 @@ class TraceFilter:
     """All conditions must hold; the defaults select every trace.
 
     models: keep traces of these models (empty: all). prompt_contains: case-insensitive substring
-    of the prompt. correct: "any", "correct", "incorrect" or "unknown" (not graded). min_tokens /
+    of the prompt. correct: "any", "correct", "incorrect", "unknown" (not graded) or "not_finished"
+    (stopped or failed, hence not graded). min_tokens /
     max_tokens: inclusive bounds on the total token count. run_id: only this run.
     """
 
@@ -67,6 +71,9 @@ def where_clause(filt: TraceFilter, alias: str = "t") -> tuple[str, list[Any]]:
         conditions.append(f"NOT {alias}.correct")
     elif filt.correct == "unknown":
         conditions.append(f"{alias}.correct IS NULL")
+    elif filt.correct == "not_finished":
+        conditions.append(f"NOT list_contains(?::VARCHAR[], {alias}.stop_reason)")
+        params.append(list(GRADED_STOP_REASONS))
     if filt.min_tokens is not None:
         conditions.append(f"{alias}.n_tokens >= ?")
         params.append(filt.min_tokens)

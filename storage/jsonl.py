@@ -10,14 +10,17 @@
 
 Database ids are not written (they differ between databases); `run.ref` numbers the runs of one
 file in order of first appearance, so traces of one run stay together across export and import,
-and export -> import -> export yields identical bytes. Unknown numbers (NaN) are written as null.
-Lines of an older version are upgraded on read through _UPGRADES.
+and export -> import -> export yields identical bytes. Unknown numbers (NaN) are written as null,
+and so is any non-finite number an older database may hold (storage/content.py has the rule), so
+an export never fails on stored data. Lines of an older version are upgraded on read through
+_UPGRADES.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -25,17 +28,14 @@ import numpy as np
 
 from analysis.records import TokenColumns
 from storage.config import StorageConfig
-from storage.connection import connect, transaction
-from storage.errors import TraceImportError
+from storage.connection import connect, yield_to_writers
 from storage.files import write_lines_atomically
-from storage.jsonl_decode import FORMAT, VERSION, ParsedLine, decode_line
+# Storing parsed lines opens no connection (storage/ingest.py), so seeding a new database can use
+# it from inside connection.py's first open without an import cycle; re-exported for callers.
+from storage.ingest import Progress, StoreCounts, import_into, store_parsed  # noqa: F401
+from storage.jsonl_decode import FORMAT, VERSION
 from storage.tokens import TOKEN_COLUMNS, columns_from_arrow, fetch_arrow
-from storage.writes import NewTrace, insert_run, insert_traces
 
-Progress = Callable[[int, int], None]
-
-# Traces collected before they are inserted during an import (all inside one transaction).
-_IMPORT_BATCH = 1000
 # Traces fetched per query during an export.
 _EXPORT_BATCH = 1000
 
@@ -44,10 +44,11 @@ def export_jsonl(config: StorageConfig, path: str | os.PathLike, trace_ids: Sequ
     """Write traces (all, or those of trace_ids that exist) oldest id first; returns how many.
 
     The file is written next to `path` and renamed into place, so a failed export leaves no
-    half-written file behind.
+    half-written file behind (storage/files.py; `-` is standard output). The database is opened
+    once per chunk of traces, not for the whole export, so a trace finished meanwhile (app, CLI)
+    is stored between two chunks instead of waiting for the end.
     """
-    with connect(config, read_only=True) as con:
-        return write_lines_atomically(path, _export_lines(con, trace_ids))
+    return write_lines_atomically(path, _export_lines(config, trace_ids))
 
 
 def import_jsonl(config: StorageConfig, path: str | os.PathLike, progress: Progress | None = None) -> list[int]:
@@ -61,111 +62,23 @@ def import_jsonl(config: StorageConfig, path: str | os.PathLike, progress: Progr
         return import_into(con, path, progress)
 
 
-def import_into(
-    con: duckdb.DuckDBPyConnection, path: Path, progress: Progress | None = None, note: str | None = None
-) -> list[int]:
-    """import_jsonl on an open connection (also used to seed a new database).
-
-    Lines are parsed and inserted in batches inside one open transaction, so memory stays bounded
-    for large files while a bad line anywhere still rolls back everything before it.
-    """
-    total = _count_lines(path) if progress else 0
-    ids = store_parsed(
-        con, _parse_file(path), note or f"imported from {path.name}", (lambda line: progress(line, total)) if progress else None
-    )
-    if progress:
-        progress(total, total)
-    return ids
-
-
-def store_parsed(
-    con: duckdb.DuckDBPyConnection,
-    items: Iterable[tuple[int, ParsedLine]],
-    note: str,
-    progress: Callable[[int], None] | None = None,
-) -> list[int]:
-    """Insert parsed traces in one transaction; returns their new ids in order.
-
-    items yields (progress position, trace) and may raise at any point (a bad line): everything
-    inserted before it is rolled back. Traces are inserted in batches of _IMPORT_BATCH, so only
-    one batch is held in memory; progress(position) is called after each batch.
-    """
-    runs: dict[tuple, int] = {}
-    ids: list[int] = []
-    batch: list[NewTrace] = []
-    last = 0
-    with transaction(con):
-        for position, parsed in items:
-            batch.append(NewTrace(parsed.record, _run_for(con, parsed, runs, note), parsed.created_at))
-            last = position
-            if len(batch) >= _IMPORT_BATCH:
-                ids.extend(insert_traces(con, batch))
-                batch = []
-                if progress:
-                    progress(last)
-        if batch:
-            ids.extend(insert_traces(con, batch))
-    return ids
-
-
-def _run_for(con: duckdb.DuckDBPyConnection, parsed: ParsedLine, runs: dict[tuple, int], note: str) -> int:
-    run = parsed.run
-    if run is not None:
-        key: tuple = ("ref", run.ref)
-        if key not in runs:
-            runs[key] = insert_run(con, run.model, run.strategy, run.settings, run.note, run.created_at)
-    else:
-        # Files without run information: one run per model and strategy found in the file.
-        key = ("auto", parsed.record.model, parsed.record.strategy)
-        if key not in runs:
-            runs[key] = insert_run(con, parsed.record.model, parsed.record.strategy, {}, note)
-    return runs[key]
-
-
-def _parse_file(path: Path) -> Iterator[tuple[int, ParsedLine]]:
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise TraceImportError(path, None, f"cannot read the file ({exc.strerror or exc})") from exc
-    with handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise TraceImportError(
-                    path, lineno, f"not valid UTF-8 (byte {exc.start + 1} of the line is {raw[exc.start]:#04x})"
-                ) from None
-            if lineno == 1:
-                text = text.removeprefix("\ufeff")  # a BOM some editors add
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TraceImportError(path, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-            yield lineno, decode_line(obj, path, lineno)
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            count, last = 0, b"\n"
-            while chunk := handle.read(1 << 20):
-                count += chunk.count(b"\n")
-                last = chunk[-1:]
-    except OSError as exc:
-        raise TraceImportError(path, None, f"cannot read the file ({exc.strerror or exc})") from exc
-    return count + (last != b"\n")
-
-
-def _export_lines(con: duckdb.DuckDBPyConnection, trace_ids: Sequence[int] | None) -> Iterator[str]:
+def _export_lines(config: StorageConfig, trace_ids: Sequence[int] | None) -> Iterator[str]:
     if trace_ids is None:
-        ids = [r[0] for r in con.execute("SELECT trace_id FROM traces ORDER BY trace_id").fetchall()]
+        with connect(config, read_only=True) as con:
+            ids = [r[0] for r in con.execute("SELECT trace_id FROM traces ORDER BY trace_id").fetchall()]
     else:
         ids = sorted({int(i) for i in trace_ids})
     run_refs: dict[int, int] = {}
     for start in range(0, len(ids), _EXPORT_BATCH):
-        chunk = ids[start : start + _EXPORT_BATCH]
+        if start:
+            yield_to_writers(config)  # let a waiting writer in before taking the file again
+        with connect(config, read_only=True) as con:
+            lines = list(_chunk_lines(con, ids[start : start + _EXPORT_BATCH], run_refs))
+        yield from lines
+
+
+def _chunk_lines(con: duckdb.DuckDBPyConnection, chunk: list[int], run_refs: dict[int, int]) -> Iterator[str]:
+    if chunk:
         rows = con.execute(
             """
             SELECT t.trace_id, p.text, p.reference_answer, p.source,
@@ -204,7 +117,7 @@ def _export_lines(con: duckdb.DuckDBPyConnection, trace_ids: Sequence[int] | Non
                     "extracted_answer": extracted,
                     "correct": correct,
                     "stop_reason": stop,
-                    "latency_s": latency,
+                    "latency_s": latency if latency is not None and math.isfinite(latency) else None,
                     "settings": json.loads(settings),
                     "meta": json.loads(meta),
                     "created_at": format_time(created),
@@ -252,12 +165,14 @@ def encode_tokens(tokens: TokenColumns) -> dict:
 def _floats(values: np.ndarray) -> list:
     # float32 -> Python float is exact, and reading it back as float32 gives the same value.
     nested = values.tolist()
-    if not np.isnan(values).any():
+    if np.isfinite(values).all():
         return nested
     if values.ndim == 1:
-        return [None if v != v else v for v in nested]
-    return [[None if v != v else v for v in row] for row in nested]
+        return [v if math.isfinite(v) else None for v in nested]
+    return [[v if math.isfinite(v) else None for v in row] for row in nested]
 
 
 def format_time(value) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to 4 digits (strftime's %Y wrote year 1 as "1-01-01", which
+    # fromisoformat refuses); for years 1000-9999 the text is the same as before.
+    return value.isoformat(timespec="microseconds") + "Z"

@@ -22,10 +22,12 @@ import pyarrow as pa
 from storage.config import StorageConfig
 from storage.connection import connect, sql_literal
 from storage.errors import StorageError
+from storage.files import remove_stale
 from storage.filters import TraceFilter, where_clause
 from storage.tokens import TOKEN_COLUMNS
 
 TRACES_FILE = "traces.parquet"
+_WORK_PREFIX = ".parquet-export-"
 TOKENS_FILE = "tokens.parquet"
 
 _TRACES_SQL = """
@@ -68,9 +70,14 @@ def export_parquet(
     Existing files of the same names in out_dir are replaced.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StorageError(f"Cannot export Parquet to {out_dir}: it is a file; the Parquet export writes a folder "
+                           f"({TRACES_FILE} and {TOKENS_FILE}). Give a folder name.")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".parquet-export-", dir=out_dir))
+        # The pid in the name lets a later export remove the folder of one killed with kill -9.
+        remove_stale(out_dir, _WORK_PREFIX)
+        work = Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=out_dir))
     except OSError as exc:
         raise StorageError(f"Cannot write to {out_dir}: {exc.strerror or exc}") from exc
     try:

@@ -1,21 +1,27 @@
 """Runs of strategies and sweeps: their metrics, selected answers and sweep cells (migration 003).
 
 Traces and the cells or selections that refer to them are written in one transaction, so a
-cancelled or crashed sweep never leaves a cell without its trace (or the reverse).
+cancelled or crashed sweep never leaves a cell without its trace (or the reverse); they go
+through the journal (storage/journal.py), so a locked database queues them instead of losing
+them. runs.status (migration 008) tells complete, running and interrupted runs apart.
 """
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from analysis.records import TraceRecord
+from storage import journal
 from storage.config import StorageConfig
 from storage.connection import connect, write
 from storage.jsonvalue import dumps_object
-from storage.writes import NewTrace, insert_traces, require_run, utc_now
+from storage.files import pid_alive
+from storage.traces import get_trace, store_entry
+from storage.writes import insert_run, insert_selections, require_run, utc_now
 
 
 @dataclass(frozen=True)
@@ -56,23 +62,12 @@ def save_sweep_traces(
         raise ValueError("one cell per record")
     if not records:
         return []
-
-    def work(con) -> list[SweepCell]:
-        require_run(con, run_id)
-        ids = insert_traces(con, [NewTrace(r, run_id) for r in records])
-        now = utc_now()
-        out = []
-        for cell, tid in zip(cells, ids):
-            con.execute(
-                "INSERT INTO sweep_cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [sweep_key, cell.budget, cell.sample_index, tid, run_id, cell.n_thinking_tokens,
-                 cell.n_answer_tokens, cell.correct, cell.first_correct_token, now],
-            )
-            out.append(SweepCell(cell.budget, cell.sample_index, tid, cell.n_thinking_tokens, cell.n_answer_tokens,
-                                 cell.correct, cell.first_correct_token))
-        return out
-
-    return write(config, work)
+    rows = [[c.budget, c.sample_index, c.n_thinking_tokens, c.n_answer_tokens,
+             None if c.correct is None else bool(c.correct), c.first_correct_token] for c in cells]
+    entry = journal.new_entry("sweep", records, run_id, {"sweep_key": sweep_key, "cells": rows})
+    ids = store_entry(config, entry)
+    return [SweepCell(c.budget, c.sample_index, tid, c.n_thinking_tokens, c.n_answer_tokens, c.correct,
+                      c.first_correct_token) for c, tid in zip(cells, ids)]
 
 
 def sweep_cells(config: StorageConfig, sweep_key: str) -> list[SweepCell]:
@@ -89,23 +84,20 @@ def save_strategy_run(
     config: StorageConfig, run_id: int, records: Sequence[TraceRecord], selections: Sequence[tuple[Selection, range]]
 ) -> list[int]:
     """Store a prompt's samples and its selection together; `range` says which records it chose from."""
+    rows = [{"prompt": sel.prompt, "reference_answer": sel.reference_answer, "selected_answer": sel.selected_answer,
+             "correct": None if sel.correct is None else bool(sel.correct), "chosen_index": sel.chosen_index,
+             "rule": sel.rule, "detail": json.loads(dumps_object(sel.detail, "selection detail")),
+             "start": span.start, "stop": span.stop} for sel, span in selections]
+    if not records:
+        # Nothing to journal: a selection without samples refers to no trace.
+        return write(config, lambda con: _selections_only(con, run_id, rows))
+    return store_entry(config, journal.new_entry("strategy", records, run_id, {"selections": rows}))
 
-    def work(con) -> list[int]:
-        require_run(con, run_id)
-        ids = insert_traces(con, [NewTrace(r, run_id) for r in records]) if records else []
-        now = utc_now()
-        for sel, span in selections:
-            trace_ids = [ids[i] for i in span]
-            chosen = trace_ids[sel.chosen_index] if sel.chosen_index is not None else None
-            con.execute(
-                "INSERT INTO strategy_selections (run_id, prompt, reference_answer, selected_answer, correct,"
-                " chosen_trace_id, rule, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, sel.prompt, sel.reference_answer, sel.selected_answer, sel.correct, chosen, sel.rule,
-                 dumps_object({**sel.detail, "trace_ids": trace_ids}, "selection detail"), now],
-            )
-        return ids
 
-    return write(config, work)
+def _selections_only(con, run_id: int, rows: list[dict]) -> list[int]:
+    require_run(con, run_id)
+    insert_selections(con, run_id, rows, [])
+    return []
 
 
 def save_run_metrics(config: StorageConfig, run_id: int, metrics: dict) -> None:
@@ -137,25 +129,92 @@ def list_selections(config: StorageConfig, run_id: int) -> pd.DataFrame:
 
 
 METRIC_COLUMNS = (
-    "accuracy", "selection_accuracy", "mean_thinking_tokens", "mean_answer_tokens", "mean_latency_s", "tokens_per_s",
+    "accuracy", "selection_accuracy", "sample_accuracy", "n_queries", "n_not_finished", "n_ties",
+    "total_tokens_per_query", "mean_thinking_tokens", "mean_answer_tokens", "mean_latency_s", "tokens_per_s",
     "outcome_efficiency", "e3", "ock_score", "total_tokens",
 )  # fmt: skip
 
 
-def list_runs(config: StorageConfig, strategies: Sequence[str] = (), limit: int = 200) -> pd.DataFrame:
-    """Runs newest first with their trace count and stored metrics (one column per METRIC_COLUMNS)."""
-    where = "WHERE list_contains(?::VARCHAR[], r.strategy)" if strategies else ""
-    params = [list(strategies)] if strategies else []
+def _current_metrics(stored: dict) -> dict:
+    """Stored metrics for the run list, in today's meaning (analysis.run_metrics.RunMetrics,
+    docs/METHODS.md §6). Before metrics_version 2, a strategy run's E3 and OckScore were computed
+    from per-sample accuracy and tokens: they are dropped rather than shown beside a per-query
+    accuracy they do not match, and its per-sample "accuracy" is also shown as sample_accuracy."""
+    if not stored or stored.get("metrics_version", 1) >= 2 or "selection_accuracy" not in stored:
+        return stored
+    return dict(stored, sample_accuracy=stored.get("accuracy"), e3=None, ock_score=None)
+
+
+def list_runs(config: StorageConfig, strategies: Sequence[str] = (), limit: int = 200,
+              include_empty: bool = False) -> pd.DataFrame:
+    """Runs newest first with their trace count, status (run_status) and stored metrics (one
+    column per METRIC_COLUMNS). Runs without a trace (left by a killed sweep) are left out
+    unless include_empty: there is nothing to pick in them."""
+    conditions = [] if include_empty else ["EXISTS (SELECT 1 FROM traces t WHERE t.run_id = r.run_id)"]
+    params: list = []
+    if strategies:
+        conditions.append("list_contains(?::VARCHAR[], r.strategy)")
+        params.append(list(strategies))
+    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     with connect(config, read_only=True) as con:
         frame = con.execute(
             f"""SELECT r.run_id, r.created_at, r.model, r.strategy, r.settings,
-                       (SELECT count(*) FROM traces t WHERE t.run_id = r.run_id) AS n_traces, m.metrics
+                       (SELECT count(*) FROM traces t WHERE t.run_id = r.run_id) AS n_traces, m.metrics,
+                       r.status, r.owner_pid
                 FROM runs r LEFT JOIN run_metrics m ON m.run_id = r.run_id {where}
                 ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
             [*params, limit],
         ).df()
-    parsed = [json.loads(m) if isinstance(m, str) else {} for m in frame["metrics"]]
+    frame["status"] = [run_status(st, pid) for st, pid in zip(frame["status"], frame["owner_pid"])]
+    frame = frame.drop(columns=["owner_pid"])
+    parsed = [_current_metrics(json.loads(m)) if isinstance(m, str) else {} for m in frame["metrics"]]
     for name in METRIC_COLUMNS:
         frame[name] = [p.get(name) for p in parsed]
     frame["settings"] = [json.loads(s) for s in frame["settings"]]
     return frame.drop(columns=["metrics"])
+
+
+def run_status(status: str | None, owner_pid) -> str:
+    """'complete', 'running' or 'interrupted': a run still marked running whose process is gone
+    (killed) was interrupted. The pid is checked on this machine."""
+    if status == "running":
+        alive = owner_pid is not None and not pd.isna(owner_pid) and pid_alive(int(owner_pid))
+        return "running" if alive else "interrupted"
+    return status or "complete"
+
+
+def resume_or_create_run(config: StorageConfig, model: str, strategy: str, settings: dict, resume_key: str) -> tuple[int, bool]:
+    """(run_id, resumed): the newest interrupted run of this model and strategy whose
+    settings[resume_key] equals settings[resume_key] (a killed or stopped sweep with the same
+    settings), now marked running again for this process; else a new running run."""
+    value = settings[resume_key]
+
+    def work(con) -> tuple[int, bool]:
+        rows = con.execute(
+            """SELECT run_id, status, owner_pid FROM runs
+               WHERE model = ? AND strategy = ? AND status IN ('running', 'interrupted')
+                 AND json_extract_string(settings, '$.' || ?) = ?
+               ORDER BY created_at DESC, run_id DESC""",
+            [model, strategy, resume_key, str(value)],
+        ).fetchall()
+        for run_id, status, pid in rows:
+            if run_status(status, pid) == "interrupted":
+                con.execute("UPDATE runs SET status = 'running', owner_pid = ? WHERE run_id = ?", [os.getpid(), run_id])
+                return int(run_id), True
+        return insert_run(con, model, strategy, settings, running=True), False
+
+    return write(config, work)
+
+
+def finish_run(config: StorageConfig, run_id: int, complete: bool) -> None:
+    """Mark a running run complete, or interrupted when it stopped short (it can be resumed)."""
+    write(config, lambda con: con.execute("UPDATE runs SET status = ?, owner_pid = NULL WHERE run_id = ?",
+                                          ["complete" if complete else "interrupted", run_id]))
+
+
+def run_trace_records(config: StorageConfig, run_id: int) -> list[TraceRecord]:
+    """Every trace of a run, oldest first, with tokens (a resumed run's metrics cover all of them)."""
+    with connect(config, read_only=True) as con:
+        ids = [r[0] for r in con.execute("SELECT trace_id FROM traces WHERE run_id = ? ORDER BY trace_id",
+                                         [run_id]).fetchall()]
+    return [stored.record for i in ids if (stored := get_trace(config, i)) is not None]

@@ -13,7 +13,9 @@ import pyarrow as pa
 
 from analysis.records import TokenColumns
 
-# Column order of the tokens table; INSERT and SELECT both name them explicitly.
+# Column order of the tokens table; INSERT and SELECT both name them explicitly. `phase` is
+# analysis.records THINKING (0), ANSWER (1) or FORCED (2: injected by budget forcing); migration
+# 001's comment predates FORCED, the TINYINT column holds all three.
 TOKEN_COLUMNS = (
     "trace_id", "position", "token_id", "text", "logprob", "entropy",
     "top_ids", "top_texts", "top_logprobs", "phase",

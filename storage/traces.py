@@ -6,19 +6,24 @@ connection.py for why).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
+import pyarrow as pa
 
 from analysis.records import TokenColumns, TraceRecord
+from storage import journal
 from storage.config import StorageConfig
 from storage.connection import connect, write
-from storage.errors import StorageError
+from storage.errors import DatabaseBusy, StorageError, TraceQueued
 from storage.filters import TraceFilter, where_clause
 from storage.tokens import TOKEN_COLUMNS, columns_from_arrow, fetch_arrow
-from storage.writes import NewTrace, insert_run, insert_traces, require_run
+from storage.writes import insert_run
+
+log = logging.getLogger(__name__)
 
 LIST_COLUMNS = (
     "trace_id", "created_at", "model", "prompt", "correct", "n_thinking_tokens", "n_answer_tokens",
@@ -37,9 +42,13 @@ class StoredTrace:
     record: TraceRecord
 
 
-def create_run(config: StorageConfig, model: str, strategy: str, settings: dict | None = None, note: str | None = None) -> int:
-    """A new run (one generation session of one model and strategy); returns its run_id."""
-    return write(config, lambda con: insert_run(con, model, strategy, settings or {}, note))
+def create_run(config: StorageConfig, model: str, strategy: str, settings: dict | None = None, note: str | None = None,
+               running: bool = False) -> int:
+    """A new run (one generation session of one model and strategy); returns its run_id.
+
+    running=True: a sweep or strategy run that is finished later (storage.runs.finish_run); until
+    then it counts as interrupted once this process is gone."""
+    return write(config, lambda con: insert_run(con, model, strategy, settings or {}, note, running=running))
 
 
 def save_trace(config: StorageConfig, record: TraceRecord, run_id: int | None = None) -> int:
@@ -54,27 +63,63 @@ def save_trace(config: StorageConfig, record: TraceRecord, run_id: int | None = 
 def save_traces(config: StorageConfig, records: Sequence[TraceRecord], run_id: int | None = None) -> list[int]:
     """Store many traces in one transaction; returns their trace ids in the given order.
 
-    Without run_id one run is created per (model, strategy) among the records.
+    Without run_id one run is created per (model, strategy) among the records. The traces go
+    through the journal (storage/journal.py): when the database stays locked for lock_timeout_s
+    this raises TraceQueued, and they are stored on the next open instead of being lost.
     """
     records = list(records)
     if not records:
         return []
+    return store_entry(config, journal.new_entry("traces", records, run_id))
 
-    def work(con) -> list[int]:
-        if run_id is not None:
-            require_run(con, run_id)
-            runs = [run_id] * len(records)
-        else:
-            created: dict[tuple[str, str], int] = {}
-            runs = []
-            for r in records:
-                key = (r.model, r.strategy)
-                if key not in created:
-                    created[key] = insert_run(con, r.model, r.strategy, r.settings)
-                runs.append(created[key])
-        return insert_traces(con, [NewTrace(r, rid) for r, rid in zip(records, runs)])
 
-    return write(config, work)
+def save_or_queue(config: StorageConfig, record: TraceRecord) -> int | TraceQueued:
+    """save_trace for a finished generation: the trace id, or the TraceQueued saying where the
+    trace waits (in the journal, stored on the next open) when the database stayed locked."""
+    try:
+        return save_trace(config, record)
+    except TraceQueued as queued:
+        return queued
+
+
+def store_entry(config: StorageConfig, entry: journal.Entry) -> list[int]:
+    """Write the entry to the journal, insert it, then drop it from the journal; returns trace ids.
+
+    Raises TraceQueued when the database stays locked (the entry waits in the journal). Any
+    other failure removes the entry again and is raised as before: bad data would fail on every
+    replay too, and the caller still holds the records.
+    """
+    try:
+        entry = journal.write_entry(config, entry)
+    except (OSError, ValueError, TypeError, StorageError, pa.ArrowException) as exc:
+        # No journal (e.g. an unwritable folder): store directly, as safe as it was without one.
+        log.warning("could not journal %d traces before storing them (%s)", len(entry.records), exc)
+    try:
+        with connect(config) as con:
+            ids = journal.apply_entry(con, entry)
+    except DatabaseBusy as exc:
+        journal.release(entry)
+        if entry.path is None:
+            raise
+        raise TraceQueued(str(exc), entry.path.parent, len(entry.records)) from exc
+    except StorageError:
+        journal.remove_entry(entry)
+        raise
+    except BaseException:
+        journal.release(entry)  # e.g. interrupted: the entry stays for a replay
+        raise
+    journal.remove_entry(entry)
+    return ids
+
+
+def replay_journal(config: StorageConfig) -> int:
+    """Store the saves waiting in the journal now; returns how many entries are left waiting.
+
+    Raises DatabaseBusy when the database is still locked (the entries stay)."""
+    if journal.pending(config):
+        with connect(config):
+            pass  # a writable open replays the journal (connection.py)
+    return len(journal.pending(config))
 
 
 def list_traces(config: StorageConfig, filt: TraceFilter | None = None, limit: int = 200, offset: int = 0) -> pd.DataFrame:

@@ -1,13 +1,15 @@
 """Inserting prompts, runs, traces and token rows on an open connection.
 
-These functions neither open connections nor manage transactions: callers (traces.py, jsonl.py,
-seeding) put everything of one save or one imported file into a single transaction.
+These functions never open connections: callers (traces.py, ingest.py, journal.py, seeding) put
+everything of one save or one imported file into a single transaction (transaction() below).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -15,7 +17,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from analysis.answers import stored_grade
 from analysis.records import TraceRecord
+from storage.content import fit_record, record_hash
 from storage.errors import StorageError
 from storage.jsonvalue import dumps_object
 from storage.tokens import TOKEN_COLUMNS, tokens_table
@@ -34,6 +38,21 @@ class NewTrace:
     created_at: datetime | None = None
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, or ROLLBACK when the block raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the failed statement may already have ended the transaction
+        raise
+    con.execute("COMMIT")
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -50,12 +69,17 @@ def insert_run(
     settings: dict,
     note: str | None = None,
     created_at: datetime | None = None,
+    running: bool = False,
 ) -> int:
+    """A new run; running=True marks it 'running', owned by this process, until it is finished
+    (storage.runs.finish_run), so a run whose process was killed reads as interrupted."""
     _require_str(model, "model")
     _require_str(strategy, "strategy")
     rows = con.execute(
-        "INSERT INTO runs (model, strategy, settings, created_at, note) VALUES (?, ?, ?, ?, ?) RETURNING run_id",
-        [model, strategy, dumps_object(settings, "run settings"), created_at or utc_now(), note],
+        "INSERT INTO runs (model, strategy, settings, created_at, note, status, owner_pid)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING run_id",
+        [model, strategy, dumps_object(settings, "run settings"), created_at or utc_now(), note,
+         "running" if running else "complete", os.getpid() if running else None],
     ).fetchall()
     return int(rows[0][0])
 
@@ -87,11 +111,12 @@ def _batches(items: Sequence[NewTrace]) -> Iterator[Sequence[NewTrace]]:
 def _insert_batch(con: duckdb.DuckDBPyConnection, items: Sequence[NewTrace]) -> list[int]:
     for item in items:
         _check_record(item.record)
+    # The limits and the number rule of every entry point (storage/content.py).
+    records = [fit_record(i.record) for i in items]
     now = utc_now()
-    prompt_ids = _upsert_prompts(con, [i.record for i in items], now)
+    prompt_ids = _upsert_prompts(con, records, now)
     n = len(items)
     trace_ids = [r[0] for r in con.execute("SELECT nextval('trace_id_seq') FROM range(?)", [n]).fetchall()]
-    records = [i.record for i in items]
     traces = pa.table(
         {
             "trace_id": pa.array(trace_ids, pa.int64()),
@@ -101,7 +126,8 @@ def _insert_batch(con: duckdb.DuckDBPyConnection, items: Sequence[NewTrace]) -> 
             "thinking_text": pa.array([r.thinking_text for r in records], pa.string()),
             "answer_text": pa.array([r.answer_text for r in records], pa.string()),
             "extracted_answer": pa.array([r.extracted_answer for r in records], pa.string()),
-            "correct": pa.array([r.correct for r in records], pa.bool_()),
+            # one grade rule for every save path: unfinished traces NULL, imports graded (docs/METHODS.md §7)
+            "correct": pa.array([stored_grade(r) for r in records], pa.bool_()),
             "n_thinking_tokens": pa.array([r.n_thinking_tokens for r in records], pa.int32()),
             "n_answer_tokens": pa.array([r.n_answer_tokens for r in records], pa.int32()),
             "n_tokens": pa.array([len(r.tokens) for r in records], pa.int32()),
@@ -111,6 +137,7 @@ def _insert_batch(con: duckdb.DuckDBPyConnection, items: Sequence[NewTrace]) -> 
             "settings": pa.array([dumps_object(r.settings, "trace settings") for r in records], pa.string()),
             "meta": pa.array([dumps_object(r.meta, "trace meta") for r in records], pa.string()),
             "created_at": pa.array([i.created_at or now for i in items], pa.timestamp("us")),
+            "content_hash": pa.array([record_hash(r) for r in records], pa.string()),
         }
     )
     _insert_arrow(con, "traces", traces)
@@ -186,3 +213,33 @@ def _check_record(record: TraceRecord) -> None:
 def _require_str(value: object, name: str) -> None:
     if not isinstance(value, str):
         raise StorageError(f"{name} must be a string, got {type(value).__name__}")
+
+
+def insert_sweep_cells(con: duckdb.DuckDBPyConnection, run_id: int, sweep_key: str, cells: Sequence[Sequence],
+                       trace_ids: Sequence[int]) -> None:
+    """Sweep cells [budget, sample_index, n_thinking_tokens, n_answer_tokens, correct,
+    first_correct_token], one per stored trace (same order)."""
+    if len(cells) != len(trace_ids):
+        raise StorageError("one sweep cell per trace is required")
+    now = utc_now()
+    for (budget, index, n_thinking, n_answer, correct, first_correct), tid in zip(cells, trace_ids):
+        con.execute(
+            "INSERT INTO sweep_cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [sweep_key, budget, index, tid, run_id, n_thinking, n_answer, correct, first_correct, now],
+        )
+
+
+def insert_selections(con: duckdb.DuckDBPyConnection, run_id: int, selections: Sequence[dict],
+                      trace_ids: Sequence[int]) -> None:
+    """Strategy selections as dicts (prompt, reference_answer, selected_answer, correct, chosen_index,
+    rule, detail, start, stop); trace_ids[start:stop] are the samples the selection chose from."""
+    now = utc_now()
+    for sel in selections:
+        ids = list(trace_ids[sel["start"]:sel["stop"]])
+        chosen = ids[sel["chosen_index"]] if sel["chosen_index"] is not None else None
+        con.execute(
+            "INSERT INTO strategy_selections (run_id, prompt, reference_answer, selected_answer, correct,"
+            " chosen_trace_id, rule, detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, sel["prompt"], sel["reference_answer"], sel["selected_answer"], sel["correct"], chosen,
+             sel["rule"], dumps_object({**sel["detail"], "trace_ids": ids}, "selection detail"), now],
+        )

@@ -52,3 +52,17 @@ def app_db(tmp_path, monkeypatch, model_cache_dir):
     st.cache_data.clear()
     yield StorageConfig.from_env()
     st.cache_resource.clear()
+
+
+# Fixtures that mean "this test loads the real model" (directly or in a subprocess it starts).
+_MODEL_FIXTURES = frozenset({"embedded", "model_cache_dir", "app_db"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark model-loading tests `model`, so `make test-fast` can run the pure and storage tests alone.
+
+    A test that loads a model without these fixtures marks itself with @pytest.mark.model.
+    """
+    for item in items:
+        if _MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)

@@ -1,4 +1,4 @@
-"""Entropy, self-certainty and DeepConf confidence against slow loops (METHODS item 4)."""
+"""Entropy, self-certainty and DeepConf confidence against slow loops (docs/METHODS.md §4)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Logit-lens JSD, settling depth, deep-thinking ratio and Think@n (METHODS item 2)."""
+"""Logit-lens JSD, settling depth, deep-thinking ratio and Think@n (docs/METHODS.md §2)."""
 from __future__ import annotations
 
 import math

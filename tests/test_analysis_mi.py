@@ -1,4 +1,4 @@
-"""mi_curve against the literal METHODS item 1 formula, and the IQR peak rule."""
+"""mi_curve against the literal docs/METHODS.md §1 formula, and the IQR peak rule."""
 from __future__ import annotations
 
 import numpy as np
@@ -166,3 +166,14 @@ def test_heavy_tailed_hidden_states_use_a_truncated_factor_and_still_match():
     g_brd, converged = mi._pivoted_cholesky(torch.tensor(h), 0.5 / s.sigma**2, s.tol / 2 * s.eps * d, s.max_rank)
     assert converged.all() and g_brd.shape[1] < d // 3  # the fast path really is low rank here
     np.testing.assert_allclose(mi_curve(h, y, s), slow_mi(h, y), rtol=1e-8)
+
+
+def test_top_informative_ranks_the_largest_finite_values():
+    from analysis.trace_signals import top_informative
+
+    m = np.array([0.2, np.nan, 0.9, 0.5, 0.9, -np.inf, 0.1])
+    np.testing.assert_array_equal(top_informative(m, 3), [2, 4, 3])  # ties keep position order
+    np.testing.assert_array_equal(top_informative(m, 10), [2, 4, 3, 0, 6])  # non-finite never listed
+    assert top_informative(np.array([]), 5).size == 0
+    with pytest.raises(ValueError, match="k must be"):
+        top_informative(m, -1)

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from analysis.run_metrics import (
+    QueryOutcome,
     RunMetrics,
     SampleOutcome,
     char_to_token_index,
@@ -117,22 +118,25 @@ def test_summarize_run_hand_checked():
         SampleOutcome(False, 200, 20, 4.0, None),
         SampleOutcome(None, 300, 30, 0.0, None),  # no reference, no latency (imported)
     ]
-    m = summarize_run(samples, price_per_million=2.0)
+    m = summarize_run([QueryOutcome.single(s) for s in samples], price_per_million=2.0)
     assert isinstance(m, RunMetrics)
-    assert (m.n_samples, m.n_graded, m.n_correct) == (3, 2, 1)
-    assert m.accuracy == 0.5
+    assert (m.n_samples, m.n_samples_graded, m.n_samples_correct, m.n_not_finished) == (3, 2, 1, 0)
+    assert (m.n_queries, m.n_queries_graded, m.n_queries_correct) == (3, 2, 1)
+    assert m.accuracy == 0.5 and m.sample_accuracy == 0.5  # one sample per query: the two agree
     assert m.accuracy_ci == pytest.approx(wilson_interval(1, 2))
     assert (m.mean_thinking_tokens, m.mean_answer_tokens, m.mean_total_tokens) == (200.0, 20.0, 220.0)
+    assert m.total_tokens_per_query == 220.0
     assert m.mean_latency_s == 3.0
     assert m.tokens_per_s == pytest.approx((110 + 220) / 6.0)
     assert m.outcome_efficiency == pytest.approx((50 / 110 + 0.0) / 2)
-    assert m.e3 == pytest.approx(0.25 / 165)  # graded samples' mean tokens
+    assert m.e3 == pytest.approx(0.25 / 165)  # graded queries' mean tokens
     assert m.ock_score == pytest.approx(50 - 10 * math.log(165 / 10000 + 1))
+    assert m.total_tokens == 660
     assert m.cost_usd == pytest.approx(660 * 2.0 / 1e6)
 
 
 def test_summarize_run_without_references_or_samples():
-    m = summarize_run([SampleOutcome(None, 10, 2)])
+    m = summarize_run([QueryOutcome.single(SampleOutcome(None, 10, 2))])
     assert m.accuracy is None and m.accuracy_ci is None
     assert m.outcome_efficiency is None and m.e3 is None and m.ock_score is None
     assert m.cost_usd is None and m.mean_latency_s is None and m.tokens_per_s is None
@@ -142,6 +146,6 @@ def test_summarize_run_without_references_or_samples():
 
 
 def test_summarize_run_wrong_final_answer_can_still_have_sigma_one():
-    m = summarize_run([SampleOutcome(False, 90, 10, first_correct_token=19)])
+    m = summarize_run([QueryOutcome.single(SampleOutcome(False, 90, 10, first_correct_token=19))])
     assert m.accuracy == 0.0
     assert m.outcome_efficiency == pytest.approx(0.2)

@@ -82,14 +82,16 @@ def test_borda_p0_is_majority():
 
 
 def _brute_borda(answers, scores, p):
-    """Plain Borda averaged over every order of the usable samples that respects the scores."""
-    usable = [i for i, a in enumerate(answers) if a is not None and not math.isnan(scores[i])]
-    n = len(usable)
+    """Plain Borda averaged over every order of the scored samples that respects the scores. All N
+    scored samples hold ranks, as the definition ranks all N; unanswered ones give no points."""
+    ranked = [i for i in range(len(answers)) if not math.isnan(scores[i])]
+    n = len(ranked)
     total: dict[str, float] = {}
-    orders = [o for o in itertools.permutations(usable) if all(scores[o[k]] >= scores[o[k + 1]] for k in range(n - 1))]
+    orders = [o for o in itertools.permutations(ranked) if all(scores[o[k]] >= scores[o[k + 1]] for k in range(n - 1))]
     for order in orders:
         for r, i in enumerate(order, start=1):
-            total[answers[i]] = total.get(answers[i], 0.0) + (n - r + 1) ** p / len(orders)
+            if answers[i] is not None:
+                total[answers[i]] = total.get(answers[i], 0.0) + (n - r + 1) ** p / len(orders)
     return total
 
 
@@ -108,8 +110,8 @@ def test_borda_validates():
         borda_vote(["a"], [1.0], p=-1)
     with pytest.raises(ValueError):
         borda_vote(["a", "b"], [1.0])
-    with pytest.raises(ValueError):
-        borda_vote(["a"], [math.inf])
+    v = borda_vote(["a", "b", "b"], [math.inf, 1.0, 0.5], p=1.0)  # an infinite score is ranked, not refused
+    assert v.tally == {"a": 3.0, "b": 3.0} and v.winner == "a" and v.tie == ("a", "b")
 
 
 def test_best_of_n_ignores_missing_answers_and_scores():
@@ -163,10 +165,13 @@ def test_confidence_weighted_vote_hand_checked():
     assert confidence_weighted_vote(answers, conf, keep_top_percent=10).winner == "a"  # at least one kept
 
 
-def test_confidence_weighted_vote_filters_traces_not_answers():
-    # the most confident trace has no answer: it uses up the only slot
+def test_confidence_weighted_vote_drops_unanswered_traces_first():
+    # as the DeepConf reference: the most confident trace has no answer, so it is dropped before
+    # the top eta% is taken, and cannot use up a slot
     v = confidence_weighted_vote([None, "a", "b"], [9.0, 5.0, 1.0], keep_top_percent=33)
-    assert v.winner is None and "none of them" in v.note
+    assert v.winner == "a" and v.used_indices == (1,)
+    assert "1 without an answer" in v.note
+    assert confidence_weighted_vote([None, None], [1.0, 2.0], 50).winner is None
     with pytest.raises(ValueError):
         confidence_weighted_vote(["a"], [1.0], keep_top_percent=0)
 

@@ -120,3 +120,26 @@ def test_a_failed_spot_check_redoes_the_lens_in_float32(embedded, trace, monkeyp
     redone = analyze_trace(embedded, trace, AnalysisSettings(lens_dtype="bfloat16"))
     assert any("recomputed entirely in float32" in note for note in redone.notes)
     np.testing.assert_allclose(redone.tokens.jsd_lt, exact.tokens.jsd_lt, atol=1e-6)
+
+
+def test_bfloat16_lens_error_stays_far_inside_the_refinement_band(embedded, trace):
+    """The premise of the bfloat16 guarantee (docs/METHODS.md §2), on the real model: with float32
+    output logits the raw, unrefined JSD error stays a fifth of the band or less, where rounding the
+    output to bfloat16 (the lens before issue 10) costs several times more."""
+    from analysis.logit_lens import jsd_to_final
+    from generation.analyze import forced_input
+
+    inputs = forced_input(embedded, trace)
+    states = teacher_forced_states(embedded.model, inputs.prompt_ids, inputs.token_ids).layers_ltd
+    exact, low = LogitLens(embedded.model, torch.float32), LogitLens(embedded.model, torch.bfloat16)
+    final = exact(states[-1])
+
+    def error(logits_fn) -> float:
+        got = jsd_to_final(states, logits_fn, final_logprobs_tv=final, normalized=False)
+        ref = jsd_to_final(states, exact.logits, final_logprobs_tv=final, normalized=False)
+        return float(np.abs(got - ref).max())
+
+    now = error(low.logits)
+    rounded_output = error(lambda h: low.logits(h).to(torch.bfloat16).float())
+    assert 0 < now < LENS_EXACT_BAND_NATS / 5, now
+    assert rounded_output > 2 * now, (rounded_output, now)

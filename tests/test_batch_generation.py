@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.records import ANSWER, THINKING
+from analysis.records import ANSWER, FORCED, THINKING
 from analysis.reasoning import ReasoningFormat
 from generation.batch import BatchRow, BatchSettings, BudgetForcing, EarlyStop, generate_batch
 from generation.decoding import DecodeOutcome, SamplingConfig, decode
@@ -91,7 +91,7 @@ def test_min_budget_replaces_the_delimiter_with_wait(embedded):
     for w in waits:
         assert w < 12, "a Wait is only inserted before the minimum"
         assert texts[w].strip() == "Wait" and w in record.meta["forced_positions"]
-        assert record.tokens.phase[w] == THINKING
+        assert record.tokens.phase[w] == FORCED  # injected, not sampled: counted apart from thinking
         assert "=" not in "".join(texts[:w])
     # The model keeps thinking after each Wait: more thinking tokens than without forcing.
     assert record.n_thinking_tokens > plain.n_thinking_tokens

@@ -66,6 +66,11 @@ def test_export_then_import_round_trips(db, model_cache_dir, tmp_path):
     other = tmp_path / "other.duckdb"
     result = run_cli("import", str(out), db=other, cache=model_cache_dir)
     assert result.returncode == 0, result.stderr
+    # `other` was seeded from the same sample data: every exported trace is already there.
+    assert _count(other) == before
+    assert f"0 new, {before} already present" in result.stdout + result.stderr
+    forced = run_cli("import", str(out), "--allow-duplicates", db=other, cache=model_cache_dir)
+    assert forced.returncode == 0, forced.stderr
     assert _count(other) == 2 * before  # seeded once, plus the import
     assert json.loads(out.read_text().splitlines()[0])["format"] == "thinkscope.trace"
 

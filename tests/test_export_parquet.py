@@ -108,7 +108,7 @@ def test_cli_export_parquet_and_import_formats(tmp_path):
 
     result = cli("import", str(raw), "--format", "raw")
     assert result.returncode == 0, result.stderr
-    assert "imported 1 traces (raw)" in result.stdout
+    assert "imported 1 new, 0 already present (raw)" in result.stdout
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
     result = cli("import", str(bad))

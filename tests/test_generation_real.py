@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.records import ANSWER, THINKING
+from analysis.records import ANSWER, FORCED, THINKING
 from analysis.reasoning import ReasoningFormat
 from generation.decoding import DecodeOutcome, IncrementalDetokenizer, SamplingConfig, decode
 from generation.models import EMBEDDED_MODEL, ModelLoadError, ModelSpec, embedded_cache_path, load_model
@@ -72,7 +72,9 @@ def test_thinking_budget_forces_the_answer(embedded):
     text = "".join(s.text for s in steps)
     assert "\nFinal Answer:" in text
     phases = [s.phase for s in steps]
-    assert phases[: forced[-1] + 1] == [THINKING] * (forced[-1] + 1)
+    # Sampled thinking, then the injected tokens marked forced (not counted as thinking), then the answer.
+    assert phases[: forced[0]] == [THINKING] * forced[0]
+    assert [phases[k] for k in forced] == [FORCED] * len(forced)
     assert set(phases[forced[-1] + 1 :]) <= {ANSWER}
     assert phases.count(ANSWER) <= 12
 
@@ -117,7 +119,8 @@ def test_generate_builds_a_graded_record(embedded):
     record = generate(embedded, request).record
     assert record.model == EMBEDDED_MODEL
     assert record.stop_reason in ("eos", "max_tokens")
-    assert record.n_thinking_tokens + record.n_answer_tokens == len(record.tokens)
+    assert record.n_thinking_tokens + record.n_forced_tokens + record.n_answer_tokens == len(record.tokens)
+    assert record.n_thinking_tokens <= 48  # the forced end of thinking is counted apart
     assert record.correct == (record.extracted_answer == "4")
     assert record.settings["temperature"] == 0.0 and record.settings["format"]["kind"] == "answer_marker"
     assert record.meta["raw_text"] == "".join(record.tokens.text)

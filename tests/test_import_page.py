@@ -39,10 +39,25 @@ def test_store_upload_imports_and_reports_progress(db_config):
     upload = io.BytesIO(("\n".join([OPENAI_LINE] * 5) + "\n").encode())
     outcome = store_upload(db_config, upload, "../../etc/chats.jsonl", progress=fractions.append)
     assert outcome.error is None and outcome.result.count == 5 and outcome.result.format == "openai"
-    assert outcome.message == "Imported 5 traces from chats.jsonl (OpenAI chat completions (JSON / JSONL))."
+    assert outcome.message == "Imported chats.jsonl (OpenAI chat completions (JSON / JSONL)): 5 new, 0 already present."
     assert fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
     record = get_trace(db_config, outcome.result.trace_ids[0]).record
     assert (record.thinking_text, record.answer_text, record.meta["source_file"]) == ("2 + 2", "4", "chats.jsonl")
+
+
+def test_store_upload_with_a_mapping_and_duplicates(db_config):
+    """What the page's mapping field and duplicates checkbox do: records with other field names,
+    a second upload counted as present, and stored again when duplicates are allowed."""
+    data = b'q,out\n"What is 1 + 1?","<think>one and one</think>2"\n"What is 2 + 2?",4\n'
+    first = store_upload(db_config, io.BytesIO(data), "qa.csv", mapping="prompt=q,response=out")
+    assert first.error is None and first.message.endswith(": 2 new, 0 already present.")
+    assert get_trace(db_config, first.result.trace_ids[0]).record.thinking_text == "one and one"
+    again = store_upload(db_config, io.BytesIO(data), "qa.csv", mapping="prompt=q,response=out")
+    assert again.message.endswith(": 0 new, 2 already present.")
+    forced = store_upload(db_config, io.BytesIO(data), "qa.csv", mapping="prompt=q,response=out", allow_duplicates=True)
+    assert forced.message.endswith(": 2 new, 0 already present.") and count_traces(db_config) == 4
+    bad = store_upload(db_config, io.BytesIO(data), "qa.csv", mapping="question=q")
+    assert bad.result is None and "unknown role 'question'" in bad.message
 
 
 def test_store_upload_bad_file_names_line_and_field_and_stores_nothing(db_config):
@@ -82,6 +97,9 @@ def test_page_renders_with_import_and_export(page_db):
     assert [t.label for t in at.tabs] == ["Import", "Export"]
     assert at.selectbox(key="import_format").options[0] == "Detect from the content"
     assert at.button(key="import_run").disabled  # nothing uploaded yet
+    assert at.text_input(key="import_mapping").placeholder == "prompt=question,response=output"
+    assert at.checkbox(key="import_duplicates").value is False
+    assert "records" in at.selectbox(key="import_format").options[-1].lower()
     downloads = at.get("download_button")
     assert [d.key for d in downloads] == ["export_jsonl", "export_parquet", "export_annotations"]
     assert not any(d.proto.disabled for d in downloads)
@@ -94,10 +112,14 @@ def test_page_renders_with_import_and_export(page_db):
 
 def test_page_shows_an_import_error_as_text(page_db):
     at = AppTest.from_file(PAGE, default_timeout=60)
-    at.session_state["import_outcome"] = ImportOutcome(None, "Cannot import x.jsonl, line 3: field 'a': <b>bad</b>", "x.jsonl")
+    message = "Cannot import x.jsonl, line 3: field 'a': <b>bad</b> ![x](http://127.0.0.1:9/x.png)"
+    at.session_state["import_outcome"] = ImportOutcome(None, message, "x.jsonl")
     at.run()
     assert not at.exception, at.exception
-    assert at.error[0].value == "Cannot import x.jsonl, line 3: field 'a': <b>bad</b>"
+    shown = at.error[0].value
+    # Every Markdown character escaped: the quoted image is not fetched, the tag is not markup.
+    assert "![" not in shown and "](" not in shown and "<b>" not in shown
+    assert shown.replace("\\", "") == message
 
 
 def test_page_shows_success_with_counts_and_a_link_to_the_traces(page_db, tmp_path):
@@ -110,7 +132,8 @@ def test_page_shows_success_with_counts_and_a_link_to_the_traces(page_db, tmp_pa
     at.run()
     at.switch_page("pages/import_export.py").run()
     assert not at.exception, at.exception
-    assert at.success[0].value.startswith("Imported 1 traces from out.txt (Raw text")
+    assert at.success[0].value.startswith("Imported out.txt (Raw text")
+    assert at.success[0].value.endswith(": 1 new, 0 already present.")
     links = [str(link.proto) for link in at.get("page_link")]
     assert len(links) == 1 and 'page: "traces"' in links[0] and "Traces page" in links[0]
 

@@ -7,6 +7,7 @@ import torch
 from analysis.logit_lens import jsd_to_final, settling_depth
 from analysis.trace_signals import LENS_EXACT_BAND_NATS
 from generation.analyze import lens_dtype, refine_near_threshold
+from generation.hidden_states import LogitLens
 
 
 def _lens(weight_dv: torch.Tensor):
@@ -52,5 +53,37 @@ def test_auto_lens_dtype_follows_the_hardware():
         device = torch.device("cpu")
 
     assert lens_dtype("float32", Cpu()) == torch.float32 and lens_dtype("bfloat16", Cpu()) == torch.bfloat16
-    fast = any(getattr(torch.cpu, p, lambda: False)() for p in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    assert lens_dtype("auto", Cpu()) == (torch.bfloat16 if fast else torch.float32)
+    # CPU bf16 GEMMs round their output to bf16 (too coarse, docs/METHODS.md §2): auto keeps float32.
+    assert lens_dtype("auto", Cpu()) == torch.float32
+
+
+class _TinyLM(torch.nn.Module):
+    """Just what LogitLens reads: model.norm and lm_head."""
+
+    def __init__(self, d: int, n_vocab: int, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.model = torch.nn.Module()
+        self.model.norm = torch.nn.RMSNorm(d)
+        self.lm_head = torch.nn.Linear(d, n_vocab, bias=False)
+        with torch.no_grad():
+            self.lm_head.weight.mul_(8.0)  # logits of a few tens, like a real model's
+
+
+def test_bfloat16_lens_has_bfloat16_inputs_and_float32_output():
+    model = _TinyLM(64, 3000)
+    hidden = torch.randn(16, 64) * 3
+    exact, low = LogitLens(model, torch.float32), LogitLens(model, torch.bfloat16)
+    got = low.logits(hidden)
+    assert got.dtype == torch.float32
+    normed = model.model.norm(hidden).detach()
+    w = model.lm_head.weight.detach()
+    # The rounding is on the operands only: the product of the rounded operands, in float32.
+    expected = normed.bfloat16().float() @ w.bfloat16().float().T
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    # So each logit errs by at most the operands' rounding, (2u + u^2) sum |x| |w| with u = 2^-9
+    # (round to nearest, 8 significant bits), plus float32 accumulation.
+    bound = (2 * 2**-9 + 2**-18) * (normed.abs() @ w.abs().T) + 1e-4
+    assert bool(((got - exact.logits(hidden)).abs() <= bound).all())
+    lp = low(hidden)
+    assert lp.dtype == torch.float32 and torch.allclose(lp.exp().sum(-1), torch.ones(16))

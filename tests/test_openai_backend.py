@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from analysis.reasoning import ReasoningFormat
+from analysis.records import FORCED
 from generation.backends import BackendUnavailable
 from generation.backends.openai_compat import OpenAIBackend, OpenAIConfig
 from generation.batch import BatchRow, BatchSettings, BudgetForcing, generate_batch
@@ -47,11 +48,14 @@ class FakeServer:
 
     def __init__(self):
         self.script = None
+        self.get_script = None  # answers GET /models when set
         self.requests: list[dict] = []
         self.auth: list[str] = []
         self.inflight = 0
         self.max_inflight = 0
         self.lock = threading.Lock()
+        self.client_left = threading.Event()  # a stream_lines writer found the client gone
+        self.release = threading.Event()  # set at exit: ends every bounded wait and loop of a script
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,6 +65,9 @@ class FakeServer:
                 pass
 
             def do_GET(self):
+                if server.get_script is not None:
+                    server.get_script(self)
+                    return
                 self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
                                                              "owned_by": "test"}]})
 
@@ -105,6 +112,27 @@ class FakeServer:
                 self.wfile.flush()
                 self.close_connection = True
 
+            def raw(self, status, content_type, body: bytes):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def stream_lines(self, lines):
+                """An event stream written line by line as given (bytes), until `lines` ends or the client leaves."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for line in lines:
+                        self.wfile.write(line)
+                        self.wfile.flush()
+                except OSError:  # broken pipe / reset: the client closed the stream
+                    server.client_left.set()
+                self.close_connection = True
+
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -115,6 +143,7 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc):
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -145,8 +174,10 @@ def test_reasoning_content_and_logprobs_are_split_and_stored(server, db_config):
     assert record.stop_reason == "eos" and record.model == "fake-model"
     assert record.thinking_text == "Two plus three." and record.answer_text == "The answer is 5."
     assert record.extracted_answer == "5" and record.correct is True
-    # The closing tag is added as its own (forced) step: the server sent thinking apart.
-    assert record.n_thinking_tokens == 3 and record.n_answer_tokens == 2 and len(seen) == 5
+    # The closing tag is added as its own (forced) step: the server sent thinking apart. Forced steps
+    # are counted apart from thinking (analysis.records.FORCED).
+    assert record.n_thinking_tokens == 2 and record.n_answer_tokens == 2 and len(seen) == 5
+    assert record.tokens.phase[2] == FORCED
     assert record.meta["forced_positions"] == [2] and record.tokens.text[2] == "</think>\n\n"
     assert record.tokens.logprob.tolist() == pytest.approx([-0.1, -0.2, math.nan, -0.3, -0.4], nan_ok=True)
     assert record.tokens.top_texts[3][:2] == ["The answer is", "x"] and record.tokens.token_id.tolist() == [-1] * 5

@@ -82,3 +82,15 @@ def test_memory_limit_is_validated_read_from_the_environment_and_applied(tmp_pat
     with connect(config, read_only=True) as con:
         limit, spill = con.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchall()[0]
     assert limit.startswith("91") and "thinkscope-duckdb" in spill  # 96 MB = 91.5 MiB, as DuckDB prints it
+
+
+def test_lock_timeout_is_read_from_the_environment_and_validated(tmp_path, monkeypatch):
+    # Issue 11, item 2: how long a writer waits for the lock is a setting.
+    monkeypatch.delenv("THINKSCOPE_LOCK_TIMEOUT_S", raising=False)
+    assert StorageConfig.from_env(tmp_path / "x.duckdb").lock_timeout_s == 15.0
+    monkeypatch.setenv("THINKSCOPE_LOCK_TIMEOUT_S", "2.5")
+    assert StorageConfig.from_env(tmp_path / "x.duckdb").lock_timeout_s == 2.5
+    for bad in ("soon", "-1", "nan", "inf"):
+        monkeypatch.setenv("THINKSCOPE_LOCK_TIMEOUT_S", bad)
+        with pytest.raises(ConfigError, match="THINKSCOPE_LOCK_TIMEOUT_S"):
+            StorageConfig.from_env(tmp_path / "x.duckdb")

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-import storage.jsonl
+import storage.ingest
 from storage import (
     StorageConfig,
     TraceImportError,
@@ -123,7 +123,7 @@ def _corrupt(obj: dict, how: str) -> dict:
     elif how == "ragged_top_k":
         obj["tokens"]["top_ids"][1].append(7)
     elif how == "bad_phase":
-        obj["tokens"]["phase"][0] = 2
+        obj["tokens"]["phase"][0] = 7  # 0, 1 and 2 (forced) are phases
     elif how == "bad_stop_reason":
         obj["trace"]["stop_reason"] = "tired"
     elif how == "newer_version":
@@ -183,7 +183,7 @@ def test_malformed_line_imports_nothing(source, tmp_path, monkeypatch, raw, phra
 def _expect_nothing_imported(tmp_path, bad, monkeypatch, line, field):
     # Insert line by line so that the good lines before the bad one are already written inside
     # the transaction: the test then proves the rollback, not just early validation.
-    monkeypatch.setattr(storage.jsonl, "_IMPORT_BATCH", 1)
+    monkeypatch.setattr(storage.ingest, "_IMPORT_BATCH", 1)  # the batching lives in ingest.py
     cfg = StorageConfig(tmp_path / "target.duckdb")
     save_trace(cfg, make_record(prompt="already there"))
     before = table_counts(cfg)

@@ -6,7 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from analysis.answers import answer_key, canonical_answer
+from analysis.answers import equivalence_classes, grade
+from analysis.records import finished_normally
 from analysis.confidence import ConfidenceSettings, trace_confidence
 from analysis.reasoning import ReasoningFormat
 from generation.decoding import SamplingConfig
@@ -28,12 +29,18 @@ def _run(embedded, db_config, name, **kw):
     return result, sel, records
 
 
-def _key(answer):
-    return answer_key(canonical_answer(answer)) if answer is not None else None
+def _key(records, answer):
+    """The answer's group among the records' answers, by the grading equivalence votes use
+    (docs/METHODS.md §4); None for no answer. Unfinished records carry no vote."""
+    if answer is None:
+        return None
+    voting = [r.extracted_answer if finished_normally(r.stop_reason) else None for r in records]
+    return equivalence_classes(voting + [answer])[-1]
 
 
 def _counts(records):
-    return Counter(_key(r.extracted_answer) for r in records if _key(r.extracted_answer) is not None)
+    keys = [_key(records, r.extracted_answer) if finished_normally(r.stop_reason) else None for r in records]
+    return Counter(k for k in keys if k is not None)
 
 
 def test_greedy_is_one_temperature_zero_sample(embedded, db_config):
@@ -41,7 +48,7 @@ def test_greedy_is_one_temperature_zero_sample(embedded, db_config):
     assert len(records) == 1 and records[0].settings["temperature"] == 0.0
     sampled = [i for i in range(len(records[0].tokens)) if i not in records[0].meta.get("forced_positions", [])]
     assert all(records[0].tokens.token_id[i] == records[0].tokens.top_ids[i][0] for i in sampled)
-    assert _key(sel["selected_answer"]) == _key(records[0].extracted_answer)
+    assert _key(records, sel["selected_answer"]) == _key(records, records[0].extracted_answer)
 
 
 def test_sampling_is_one_sample(embedded, db_config):
@@ -56,14 +63,19 @@ def test_self_consistency_picks_the_most_frequent_answer(embedded, db_config):
     if not counts:
         assert sel["selected_answer"] is None
         return
-    assert counts[_key(sel["selected_answer"])] == max(counts.values())
-    assert sel["correct"] == (_key(sel["selected_answer"]) == _key("17"))
+    assert counts[_key(records, sel["selected_answer"])] == max(counts.values())
+    assert sel["correct"] == grade(sel["selected_answer"], "17")
     runs = list_runs(db_config)
     assert runs.iloc[0]["strategy"] == "self_consistency" and runs.iloc[0]["n_traces"] == 4
     metrics = get_run_metrics(db_config, result.run_id)
     assert metrics["n_samples"] == 4
     assert metrics["total_tokens"] == sum(len(r.tokens) for r in records)
     assert math.isclose(metrics["cost_usd"], metrics["total_tokens"] * 2.0 / 1e6)
+    # per query (docs/METHODS.md §6): the selected answer's grade, all 4 samples' tokens
+    acc = 1.0 if sel["correct"] else 0.0
+    assert metrics["accuracy"] == acc and metrics["total_tokens_per_query"] == metrics["total_tokens"]
+    assert metrics["e3"] == pytest.approx(acc**2 / metrics["total_tokens"])
+    assert metrics["ock_score"] == pytest.approx(100 * acc - 10 * math.log(metrics["total_tokens"] / 1e4 + 1))
 
 
 def test_best_of_n_picks_the_most_self_certain_sample(embedded, db_config):
@@ -71,21 +83,23 @@ def test_best_of_n_picks_the_most_self_certain_sample(embedded, db_config):
     scores = sel["detail"]["scores"]
     sc = [float(np.mean(r.meta["token_self_certainty"])) for r in records]
     np.testing.assert_allclose(scores, sc, rtol=1e-6)
-    usable = [i for i, r in enumerate(records) if _key(r.extracted_answer) is not None]
+    usable = [i for i, r in enumerate(records) if _key(records, r.extracted_answer) is not None]
     if usable:
         best = max(usable, key=lambda i: sc[i])
-        assert _key(sel["selected_answer"]) == _key(records[best].extracted_answer)
+        assert _key(records, sel["selected_answer"]) == _key(records, records[best].extracted_answer)
 
 
 def test_borda_sums_rank_points_per_answer(embedded, db_config):
     _, sel, records = _run(embedded, db_config, "borda", borda_p=0.5)
     scores = sel["detail"]["scores"]
-    usable = sorted((i for i, r in enumerate(records) if _key(r.extracted_answer) is not None), key=lambda i: -scores[i])
+    # every scored sample holds a rank (answered or not), as the definition ranks all N
+    ranked = sorted((i for i in range(len(records)) if scores[i] is not None), key=lambda i: -scores[i])
     points: Counter = Counter()
-    for rank, i in enumerate(usable, start=1):
-        points[_key(records[i].extracted_answer)] += (len(usable) - rank + 1) ** 0.5
+    for rank, i in enumerate(ranked, start=1):
+        if _key(records, records[i].extracted_answer) is not None:
+            points[_key(records, records[i].extracted_answer)] += (len(ranked) - rank + 1) ** 0.5
     if points:
-        assert points[_key(sel["selected_answer"])] == pytest.approx(max(points.values()))
+        assert points[_key(records, sel["selected_answer"])] == pytest.approx(max(points.values()))
         assert sum(sel["detail"]["tally"].values()) == pytest.approx(sum(points.values()))
 
 
@@ -97,8 +111,8 @@ def test_best_of_majority_keeps_frequent_answers_then_scores(embedded, db_config
     if not kept:
         assert sel["selected_answer"] is None
         return
-    best = max((i for i, r in enumerate(records) if _key(r.extracted_answer) in kept), key=lambda i: scores[i])
-    assert _key(sel["selected_answer"]) == _key(records[best].extracted_answer)
+    best = max((i for i, r in enumerate(records) if _key(records, r.extracted_answer) in kept), key=lambda i: scores[i])
+    assert _key(records, sel["selected_answer"]) == _key(records, records[best].extracted_answer)
 
 
 def test_deepconf_offline_votes_over_the_most_confident_traces(embedded, db_config):
@@ -106,14 +120,18 @@ def test_deepconf_offline_votes_over_the_most_confident_traces(embedded, db_conf
     lowest = [trace_confidence(np.array(r.meta["token_confidence"]), ConfidenceSettings(window=4)).lowest_group
               for r in records]
     np.testing.assert_allclose(sel["detail"]["scores"], lowest, rtol=1e-6)
-    kept = sorted(range(4), key=lambda i: -lowest[i])[:2]
+    # the authors' rule: answered traces only, keep those >= the (100 - eta) percentile
+    valid = [i for i in range(4) if _key(records, records[i].extracted_answer) is not None]
+    if not valid:
+        assert sel["selected_answer"] is None
+        return
+    threshold = np.percentile([lowest[i] for i in valid], 50)
+    kept = [i for i in valid if lowest[i] >= threshold]
     tally = Counter()
     for i in kept:
-        if _key(records[i].extracted_answer) is not None:
-            tally[_key(records[i].extracted_answer)] += lowest[i]
-    if tally:
-        assert tally[_key(sel["selected_answer"])] == pytest.approx(max(tally.values()))
-    assert "kept 2 of 4" in sel["detail"]["note"]
+        tally[_key(records, records[i].extracted_answer)] += lowest[i]
+    assert tally[_key(records, sel["selected_answer"])] == pytest.approx(max(tally.values()))
+    assert f"kept {len(kept)} of {len(valid)} answered traces" in sel["detail"]["note"]
 
 
 def test_deepconf_online_stops_traces_below_the_warmup_threshold(embedded, db_config):
@@ -195,7 +213,7 @@ def test_step_search_scores_steps_and_picks_the_best_beam(embedded, db_config, n
             assert "\n\n" in "".join(r.tokens.text[a:b]), "every step but the last ends at a blank line"
     scores = sel["detail"]["scores"]
     assert scores == pytest.approx([r.meta["step_scores"][-1] for r in records])
-    usable = [i for i, r in enumerate(records) if _key(r.extracted_answer) is not None]
+    usable = [i for i, r in enumerate(records) if _key(records, r.extracted_answer) is not None]
     if usable:
         best = max(usable, key=lambda i: scores[i])
-        assert _key(sel["selected_answer"]) == _key(records[best].extracted_answer)
+        assert _key(records, sel["selected_answer"]) == _key(records, records[best].extracted_answer)

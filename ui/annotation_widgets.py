@@ -24,6 +24,7 @@ from storage.annotations import (
     set_label_retired,
 )
 from storage.config import StorageConfig
+from ui.tables import Col, show_table
 
 REVIEWER_KEY = "reviewer_name"  # survives page switches (not a widget key)
 _FLASH = "taxonomy_flash"
@@ -119,10 +120,8 @@ def taxonomy_editor(config: StorageConfig) -> None:
     if message := st.session_state.pop(_FLASH, None):
         st.success(message)
     labels = list_labels(config, include_retired=True)
-    st.dataframe(
-        [{"label": l.name, "description": l.description, "status": "retired" if l.retired else "active"} for l in labels],
-        hide_index=True, width="stretch",
-    )
+    show_table([{"label": l.name, "description": l.description, "status": "retired" if l.retired else "active"}
+                for l in labels], TAXONOMY_COLUMNS, empty="No span labels yet: add the first one below.")
     add_col, edit_col = st.columns(2)
     with add_col.form("taxonomy_add", clear_on_submit=True):
         name = st.text_input("New label", key="taxonomy_new_name")
@@ -162,14 +161,9 @@ def agreement_section(config: StorageConfig, trace_id: int, run_ids: Sequence[in
     agrees = trace_agrees(verdicts)
     title = {None: "Reviewers of this trace", True: "Reviewers agree", False: "Reviewers disagree"}[agrees]
     with st.expander(f"{title} ({len(current)})", expanded=agrees is False):
-        if current:
-            st.dataframe(
-                [{"reviewer": r, "verdict": a.verdict or "", "version": a.version, "saved (UTC)": a.created_at,
-                  "labels": len(a.spans), "notes": a.notes} for r, a in current.items()],
-                hide_index=True, width="stretch",
-            )
-        else:
-            st.caption("No reviews yet.")
+        show_table([{"reviewer": r, "verdict": a.verdict or "", "version": a.version, "saved (UTC)": a.created_at,
+                     "labels": len(a.spans), "notes": a.notes} for r, a in current.items()], REVIEWER_COLUMNS,
+                   empty="Nobody has reviewed this trace yet: a saved verdict or label shows here.")
         overall = pairwise_agreement(current_verdicts(config, run_ids))
         if not overall.pairs:
             st.caption("Agreement needs two reviewers' verdicts on the same trace (within the chosen runs).")
@@ -180,11 +174,20 @@ def agreement_section(config: StorageConfig, trace_id: int, run_ids: Sequence[in
         c3.metric("Cohen's kappa (mean over pairs)", _fmt_kappa(overall.mean_kappa),
                   help="Cohen's kappa per pair of reviewers; with more than two reviewers, their mean (Light's kappa). "
                        "Undefined (—) when chance agreement is certain, e.g. both always gave the same verdict.")
-        st.dataframe(
-            [{"reviewer A": p.reviewer_a, "reviewer B": p.reviewer_b, "shared traces": p.n_shared, "agree": p.n_agree,
-              "percent": round(p.percent, 1), "kappa": _fmt_kappa(p.kappa)} for p in overall.pairs],
-            hide_index=True, width="stretch",
-        )
+        show_table([{"reviewer A": p.reviewer_a, "reviewer B": p.reviewer_b, "shared traces": p.n_shared,
+                     "agree": p.n_agree, "percent": p.percent / 100, "kappa": None if math.isnan(p.kappa) else p.kappa}
+                    for p in overall.pairs], PAIR_COLUMNS, empty="No pair of reviewers shares a trace.")
+
+
+TAXONOMY_COLUMNS = (Col("label", "label", width=160), Col("status", "status", width=80),
+                    Col("description", "description", "long_text"))
+REVIEWER_COLUMNS = (Col("reviewer", "reviewer", width=120), Col("verdict", "verdict", width=110),
+                    Col("version", "version", "int", width=65), Col("labels", "labels", "int", width=60),
+                    Col("saved (UTC)", "saved (UTC)", "datetime", width=130), Col("notes", "notes", "long_text"))
+PAIR_COLUMNS = (Col("reviewer A", "reviewer A", width=120), Col("reviewer B", "reviewer B", width=120),
+                Col("kappa", "Cohen's kappa", "float4", width=105, help="empty: undefined (chance agreement is certain)"),
+                Col("percent", "agreement", "percent", width=90), Col("shared traces", "shared traces", "int", width=100),
+                Col("agree", "agree", "int", width=60))
 
 
 def _fmt_kappa(value: float) -> str:

@@ -1,6 +1,8 @@
 """Plotly figure builders. Pure: data in, figure out; the pages only display them."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -10,7 +12,8 @@ from analysis.records import ANSWER, TokenColumns
 def token_signal_figure(tokens: TokenColumns) -> go.Figure:
     """Log-probability and entropy per token, with the answer span shaded."""
     positions = np.arange(len(tokens))
-    hover = [repr(t)[1:-1][:40] for t in tokens.text]
+    # Escaped: Plotly draws <a href>, <b> and <br> in hover text, and token text is untrusted.
+    hover = [html.escape(repr(t)[1:-1][:40]) for t in tokens.text]
     fig = go.Figure()
     fig.add_scatter(x=positions, y=tokens.logprob, name="log p (chosen token)", mode="lines",
                     customdata=hover, hovertemplate="#%{x} %{customdata}<br>log p = %{y:.3f}<extra></extra>")
@@ -23,7 +26,10 @@ def token_signal_figure(tokens: TokenColumns) -> go.Figure:
     fig.update_layout(
         height=300, margin=dict(l=10, r=10, t=30, b=10), hovermode="x unified",
         xaxis_title="token position", yaxis=dict(title="log p"),
-        yaxis2=dict(title="entropy (nats)", overlaying="y", side="right", rangemode="tozero"),
+        # An overlaying axis defaults to tickmode "sync" (ticks at the primary axis' grid lines: 1.46,
+        # 3.28, 5.11 …); "auto" gives round numbers, and its own grid would clash, so it has none.
+        yaxis2=dict(title="entropy (nats)", overlaying="y", side="right", rangemode="tozero", tickmode="auto",
+                    showgrid=False),
         legend=dict(orientation="h", y=1.12),
     )
     return fig

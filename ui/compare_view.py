@@ -15,15 +15,14 @@ import streamlit as st
 
 from analysis.answer_clusters import cluster_answers
 from analysis.answers import answer_key, canonical_answer, grade, intermediate_answers
+from analysis.records import finished_normally
 from analysis.run_metrics import (
+    QueryOutcome,
     SampleOutcome,
+    TokenCount,
     char_to_token_index,
-    cost_usd,
-    e3,
     first_correct_token_index,
-    ock_score,
     summarize_run,
-    wilson_interval,
 )
 from analysis.steps import split_steps
 from generation.embeddings import EmbeddingConfig, loop_key
@@ -34,7 +33,8 @@ from storage.loops import repeat_shares
 from ui.compare_charts import alignment_html, pareto_figure
 from ui.loop_view import find_and_store, loop_settings
 from ui.resources import cached_embedder, cached_trace
-from ui.token_view import text_html
+from ui.tables import Col, show_table
+from ui.token_view import show_text
 
 PROMPTS_PER_PAGE = 5
 _VERDICTS = {True: '<b style="color:#2ca02c">right</b>', False: '<b style="color:#d62728">wrong</b>',
@@ -106,63 +106,87 @@ def pick_runs(config: StorageConfig) -> Comparison | None:
 def _outcomes(samples: pd.DataFrame, texts: dict[int, list[str]]) -> list[SampleOutcome]:
     out = []
     for s in samples.itertuples():
+        finished = finished_normally(s.stop_reason)
         tokens = texts.get(int(s.trace_id), [])
         reference = None if pd.isna(s.reference_answer) else s.reference_answer
-        first = first_correct_token_index(tokens, reference) if tokens and reference else None
-        correct = None if pd.isna(s.correct) else bool(s.correct)
-        out.append(SampleOutcome(correct, int(s.n_thinking_tokens), int(s.n_answer_tokens), float(s.latency_s), first))
+        first = first_correct_token_index(tokens, reference) if tokens and reference and finished else None
+        correct = None if pd.isna(s.correct) or not finished else bool(s.correct)
+        thinking, answer = int(s.n_thinking_tokens), int(s.n_answer_tokens)
+        out.append(SampleOutcome(correct, thinking, answer, float(s.latency_s), first, finished,
+                                 max(0, int(s.n_tokens) - thinking - answer)))
     return out
 
 
+def _queries(prompts: pd.DataFrame, samples: pd.DataFrame, texts: dict[int, list[str]]) -> list[QueryOutcome]:
+    """One QueryOutcome per shared prompt of one run: the final answer's grade, every sample, and
+    the decoded tokens the strategy reported (step search), docs/METHODS.md §6."""
+    queries = []
+    for row in prompts.itertuples():
+        mine = samples[samples["prompt_id"] == row.prompt_id]
+        decoded = None
+        if not pd.isna(row.decoded_thinking):
+            decoded = TokenCount(int(row.decoded_thinking), int(row.decoded_answer), int(row.decoded_forced))
+        correct = None if pd.isna(row.correct) else bool(row.correct)
+        queries.append(QueryOutcome(correct, tuple(_outcomes(mine, texts)), decoded, bool(row.finished)))
+    return queries
+
+
 def metrics_frame(config: StorageConfig, cmp: Comparison, price: float, shares: dict[int, float | None]) -> pd.DataFrame:
-    """One row per run over the shared prompts. accuracy = final answers right / graded prompts;
-    tokens_per_prompt counts every sample, so E3 and OckScore charge a strategy for all it
-    generated; outcome efficiency and latency are per sample."""
+    """One row per run over the shared prompts, from analysis.run_metrics.summarize_run (the one
+    definition the Strategies page and the CLI use): accuracy = final answers right / graded
+    prompts; tokens_per_prompt = total tokens decoded per prompt (every sample, pruned search
+    branches included), so E3 and OckScore charge a strategy for all it generated; sample
+    accuracy, outcome efficiency and latency are per sample; not-finished samples apart."""
     texts = token_texts(config, cmp.samples["trace_id"].tolist())
     rows = []
     for rid in cmp.run_ids:
         prompts = cmp.rows[cmp.rows["run_id"] == rid]
         samples = cmp.samples[cmp.samples["run_id"] == rid]
-        graded = prompts["correct"].dropna()
-        n_right = int(graded.sum())
-        acc = n_right / len(graded) if len(graded) else None
-        low, high = wilson_interval(n_right, len(graded)) if len(graded) else (None, None)
-        per_prompt = float(prompts["total_tokens"].mean())
-        summary = summarize_run(_outcomes(samples, texts))
+        m = summarize_run(_queries(prompts, samples, texts), price)
+        low, high = m.accuracy_ci if m.accuracy_ci is not None else (None, None)
         loop_values = [shares[t] for t in samples["trace_id"] if shares.get(t) is not None]
         rows.append({
-            "run": cmp.names[rid], "prompts": len(prompts), "samples": len(samples), "accuracy": acc,
-            "ci_low": low, "ci_high": high, "sample_accuracy": summary.accuracy, "tokens_per_prompt": per_prompt,
-            "tokens_per_sample": summary.mean_total_tokens, "mean_latency_s": summary.mean_latency_s,
-            "outcome_efficiency": summary.outcome_efficiency,
-            "e3": e3(acc, per_prompt) if acc is not None and per_prompt > 0 else None,
-            "ock_score": ock_score(100 * acc, per_prompt) if acc is not None else None,
-            "cost_usd": cost_usd(float(prompts["total_tokens"].sum()), price),
+            "run": cmp.names[rid], "prompts": m.n_queries, "samples": m.n_samples, "accuracy": m.accuracy,
+            "ci_low": low, "ci_high": high, "sample_accuracy": m.sample_accuracy,
+            "tokens_per_prompt": m.total_tokens_per_query, "tokens_per_sample": m.mean_total_tokens,
+            "mean_latency_s": m.mean_latency_s, "outcome_efficiency": m.outcome_efficiency,
+            "e3": m.e3, "ock_score": m.ock_score, "cost_usd": m.cost_usd, "not_finished": m.n_not_finished,
             "repeated_steps": sum(loop_values) / len(loop_values) if loop_values else None,
         })
     return pd.DataFrame(rows)
+
+
+# The figures people compare runs by come first; all fit in one view at 1,400 px.
+METRIC_COLUMNS = (
+    Col("run", "run", width=150), Col("accuracy", "accuracy", "percent", width=80),
+    Col("e3", "E3", "sci", width=80, help="accuracy² / total tokens per prompt (all samples, pruned branches)"),
+    Col("ock_score", "OckScore", "float", width=80,
+        help="accuracy% − 10 ln(total tokens per prompt / 10000 + 1)"),
+    Col("cost_usd", "cost", "usd", width=90, help="USD for all tokens of the shared prompts at the price above"),
+    Col("tokens_per_prompt", "tokens / prompt", "float1", width=100),
+    Col("prompts", "prompts", "int", width=65), Col("samples", "samples", "int", width=65),
+    Col("sample_accuracy", "sample acc.", "percent", width=85),
+    Col("tokens_per_sample", "tokens / sample", "float1", width=100),
+    Col("mean_latency_s", "latency / sample", "seconds", width=105),
+    Col("outcome_efficiency", "outcome eff.", "percent", width=85),
+    Col("repeated_steps", "repeated steps", "percent", width=100),
+    Col("not_finished", "not finished", "int", width=85, help="samples stopped or failed: ungraded, counted apart"),
+)
 
 
 def show_metrics(config: StorageConfig, cmp: Comparison, price: float, shares: dict[int, float | None]) -> None:
     metrics = metrics_frame(config, cmp, price, shares)
     n_prompts = cmp.rows["prompt_id"].nunique()
     st.caption(f"Over the {n_prompts} prompts all picked runs answered. Accuracy: the final (selected) answer per "
-               "prompt; E3 = accuracy² / tokens per prompt; OckScore = accuracy% − 10 ln(tokens/10000 + 1); "
-               "outcome efficiency, latency and sample accuracy are per sample.")
-    def pct(label: str):
-        return st.column_config.NumberColumn(label, format="percent")
-
-    def num(label: str, fmt: str = "%.1f"):
-        return st.column_config.NumberColumn(label, format=fmt)
-
-    st.dataframe(metrics.drop(columns=["ci_low", "ci_high"]), hide_index=True, width="stretch", key="cmp_metrics",
-                 column_config={"accuracy": pct("accuracy"), "sample_accuracy": pct("sample accuracy"),
-                                "tokens_per_prompt": num("tokens / prompt"), "tokens_per_sample": num("tokens / sample"),
-                                "mean_latency_s": num("latency / sample (s)", "%.2f"),
-                                "outcome_efficiency": pct("outcome efficiency"), "e3": num("E3", "%.4f"),
-                                "ock_score": num("OckScore", "%.2f"), "cost_usd": num("cost (USD)", "$%.6f"),
-                                "repeated_steps": pct("repeated steps")})
-    st.plotly_chart(pareto_figure(metrics), width="stretch", key="cmp_pareto")
+               "prompt; E3 = accuracy² / total tokens per prompt; OckScore = accuracy% − 10 ln(tokens/10000 + 1), "
+               "tokens = every token decoded for the prompt; outcome efficiency, latency and sample accuracy are "
+               "per sample; not-finished samples are ungraded and counted apart.")
+    show_table(metrics, METRIC_COLUMNS, key="cmp_metrics",
+               empty="No metrics: the picked runs share no prompt.")
+    if metrics["accuracy"].notna().any():
+        st.plotly_chart(pareto_figure(metrics), width="stretch", key="cmp_pareto")
+    else:
+        st.info("No accuracy vs tokens chart: none of the shared prompts has a reference answer, so no run is graded.")
 
 
 def loops_panel(config: StorageConfig, cmp: Comparison) -> dict[int, float | None]:
@@ -253,11 +277,10 @@ def show_prompts(config: StorageConfig, cmp: Comparison, shares: dict[int, float
         first = group.iloc[0]
         with st.container(border=True):
             reference = first.reference_answer if isinstance(first.reference_answer, str) else "—"
-            st.markdown(text_html(f"Prompt #{first.prompt_id}: {first.prompt}   (reference: {reference})"),
-                        unsafe_allow_html=True)
+            show_text(f"Prompt #{first.prompt_id}: {first.prompt}   (reference: {reference})")
             for col, row in zip(st.columns(len(group)), group.itertuples()):
-                col.markdown(_run_cell(config, cmp, row, shares, float(threshold) if cluster else None),
-                             unsafe_allow_html=True)
+                # st.html, not markdown: Markdown would parse the (escaped) answer text between the tags.
+                col.html(f'<div style="font-size:0.9rem">{_run_cell(config, cmp, row, shares, float(threshold) if cluster else None)}</div>')
             if len(pair) == 2:
                 by_run = {int(r.run_id): int(r.trace_id) for r in group.itertuples()}
                 left, right = (_steps_of(config, by_run[r], unit) for r in pair)

@@ -6,6 +6,9 @@ import plotly.graph_objects as go
 from analysis.length_curve import CurvePoint, LengthCurve
 
 
+LABEL_OFFSET_PX = 45  # how far the best / decline labels sit from their point
+
+
 def _series(fig: go.Figure, points: tuple[CurvePoint, ...], name: str, symbol: str) -> None:
     if not points:
         return
@@ -29,9 +32,17 @@ def length_curve_figure(by_budget: LengthCurve, by_length: LengthCurve) -> go.Fi
     _series(fig, by_length.points, "free-running, length quantile", "diamond")
     for point, label, colour in ((by_budget.best, "best", "green"), (by_budget.decline, "decline", "red")):
         if point is not None:
-            fig.add_scatter(x=[point.mean_tokens], y=[point.accuracy], mode="markers+text", name=label,
-                            text=[f"{label}: {point.label}"], textposition="top center",
+            fig.add_scatter(x=[point.mean_tokens], y=[point.accuracy], mode="markers", name=label,
+                            hovertemplate=f"{label}: {point.label}<extra></extra>",
                             marker=dict(size=18, color=colour, symbol="star" if label == "best" else "x"))
+            # The label sits off the point with an arrow to it: as text on the point it covered the
+            # series' own markers and error bars. Best to the left, decline (longer, so further
+            # right) to the right, so they never collide; above the point unless it is near the top.
+            dx = -LABEL_OFFSET_PX if label == "best" else LABEL_OFFSET_PX
+            dy = LABEL_OFFSET_PX if point.accuracy > 0.85 else -LABEL_OFFSET_PX  # pixels, +down
+            fig.add_annotation(x=point.mean_tokens, y=point.accuracy, text=f"{label}: {point.label}",
+                               showarrow=True, arrowhead=2, arrowcolor=colour, font=dict(color=colour),
+                               ax=dx, ay=dy, bgcolor="rgba(255,255,255,0.85)")
     fig.update_layout(
         height=380, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="mean thinking tokens",
         yaxis=dict(title="accuracy", range=[-0.05, 1.05], tickformat=".0%"), legend=dict(orientation="h", y=1.12),

@@ -25,6 +25,7 @@ from storage.jsonl import export_jsonl
 from storage.parquet_export import export_parquet, matching_trace_ids
 from storage.traces import count_traces, list_models
 from ui.resources import cached_trace
+from ui.tables import md_text
 
 _CHUNK = 1 << 20  # bytes copied at a time from the upload to a temporary file
 
@@ -41,14 +42,17 @@ class ImportOutcome:
     def message(self) -> str:
         if self.result is None:
             return self.error or "Import failed."
-        return f"Imported {self.result.count} traces from {self.file_name} ({FORMAT_LABELS[self.result.format]})."
+        return f"Imported {self.file_name} ({FORMAT_LABELS[self.result.format]}): {self.result.summary()}."
 
 
 def store_upload(
     config: StorageConfig, upload: BinaryIO, file_name: str, fmt: str = "auto",
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[float], None] | None = None, mapping: str = "", allow_duplicates: bool = False,
 ) -> ImportOutcome:
-    """Copy an uploaded file to a temporary file (keeping its name for messages) and import it."""
+    """Copy an uploaded file to a temporary file (keeping its name for messages) and import it.
+
+    mapping: records field names ("prompt=question,response=output"); allow_duplicates: store
+    traces the database already holds again."""
     work = Path(tempfile.mkdtemp(prefix="thinkscope-upload-"))
     # Only the base name is kept: the browser's file name is untrusted.
     path = work / (Path(file_name).name or "upload")
@@ -56,7 +60,8 @@ def store_upload(
         with open(path, "wb") as out:
             shutil.copyfileobj(upload, out, _CHUNK)
         report = (lambda done, total: progress(min(1.0, done / max(total, 1)))) if progress else None
-        result = import_file(config, path, fmt, progress=report)
+        result = import_file(config, path, fmt, progress=report, mapping=mapping.strip() or None,
+                             allow_duplicates=allow_duplicates)
     except (StorageError, OSError) as exc:
         return ImportOutcome(None, str(exc), path.name)
     finally:
@@ -105,21 +110,31 @@ def import_section(config: StorageConfig) -> None:
     st.caption(
         "ThinkScope JSONL, OpenAI chat completions (JSON or JSONL, with `reasoning_content` / `reasoning` "
         "and log-probabilities), raw text with `<think>` or `<thinking>` tags, Anthropic messages with "
-        "thinking blocks, Open WebUI chat exports. One file is one transaction: a bad record stops the "
-        "import, names its line and field, and nothing from the file is stored."
+        "thinking blocks, Open WebUI chat exports, and records (a prompt and a response with `<think>` "
+        "tags, or thinking and answer fields, per row of JSON, JSONL, CSV or Parquet). One file is one "
+        "transaction: a bad record stops the import, names its line and field, and nothing from the "
+        "file is stored. Traces the database already holds are counted, not stored again."
     )
     upload = st.file_uploader("Trace file", type=None, key="import_file")
     fmt = st.selectbox("Format", list(FORMAT_LABELS), format_func=FORMAT_LABELS.get, key="import_format")
+    c1, c2 = st.columns([3, 1.4])
+    mapping = c1.text_input(
+        "Field mapping (records)", key="import_mapping", placeholder="prompt=question,response=output",
+        help="Only for records whose fields have other names: role=field, comma-separated. Roles: prompt, "
+             "response, thinking, answer, reference, model.")
+    duplicates = c2.checkbox("Allow duplicates", key="import_duplicates",
+                             help="Store traces the database already holds again.")
     if st.button("Import", type="primary", disabled=upload is None, key="import_run"):
         bar = st.progress(0.0, text=f"Importing {upload.name}…")
         outcome = store_upload(config, upload, upload.name, fmt,
-                               lambda frac: bar.progress(frac, text=f"Importing {upload.name}… {frac:.0%}"))
+                               lambda frac: bar.progress(frac, text=f"Importing {upload.name}… {frac:.0%}"),
+                               mapping=mapping, allow_duplicates=duplicates)
         bar.empty()
         st.session_state["import_outcome"] = outcome
     outcome: ImportOutcome | None = st.session_state.get("import_outcome")
     if outcome is not None:
         if outcome.result is None:
-            st.error(outcome.message)  # markdown without HTML: quoted trace text cannot become markup
+            st.error(md_text(outcome.message))  # it may quote the file: escaped, so it stays text
         else:
             st.success(outcome.message)
             st.page_link("pages/traces.py", label="Open them on the Traces page", icon=":material/table_rows:")
@@ -139,6 +154,9 @@ def export_section(config: StorageConfig) -> None:
     filt = TraceFilter(models=tuple(chosen), prompt_contains=contains.strip(), correct=correct)
     total = count_traces(config, filt)
     st.caption(f"{total} traces selected (no filter: every trace).")
+    if total == 0:
+        st.info("Nothing to download: no trace matches these filters." if filt != TraceFilter() else
+                "Nothing to download yet: the database has no traces. Generate or import some first.")
     d1, d2 = st.columns(2)
     d1.download_button("Download JSONL", lambda: export_jsonl_bytes(config, filt), file_name="thinkscope-traces.jsonl",
                        mime="application/x-ndjson", disabled=total == 0, icon=":material/download:", key="export_jsonl")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-import pandas as pd
 import streamlit as st
 
 from analysis.records import TraceRecord
@@ -17,6 +16,7 @@ from storage.config import StorageConfig
 from storage.errors import StorageError
 from storage.loops import StoredLoops, get_step_loops
 from ui.resources import cached_embedder
+from ui.tables import Col, show_table
 
 _REPEAT_STYLE = "background: rgba(255, 140, 0, 0.35); border-radius: 3px;"
 _ORIGIN_STYLE = "border-bottom: 2px dotted #ff8c00;"
@@ -89,8 +89,12 @@ def show_loops(text: str, stored: StoredLoops) -> None:
     rows = [{"step": i + 1, "repeats step": int(j) + 1, "cosine": float(marks.best_similarity[i]),
              "text": text[stored.steps[i][0]: stored.steps[i][1]]}
             for i, j in enumerate(marks.repeat_of) if j >= 0]
-    if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="loops_table")
+    show_table(rows, _LOOP_COLUMNS, key="loops_table",
+               empty="No step repeats an earlier one at this threshold, so there is no repeat to list.")
+
+
+_LOOP_COLUMNS = (Col("step", "step", "int", width=60), Col("repeats step", "repeats step", "int", width=100),
+                 Col("cosine", "cosine", "float", width=70), Col("text", "text", "long_text"))
 
 
 def loop_section(storage: StorageConfig, trace_id: int, record: TraceRecord) -> None:

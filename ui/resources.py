@@ -11,10 +11,10 @@ from storage.traces import StoredTrace, get_trace
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
-def cached_model(name: str, trust_remote_code: bool = False) -> LoadedModel:
+def cached_model(name: str, trust_remote_code: bool = False, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     # Two entries: the embedded model plus one other, so switching back and forth stays fast
     # without holding every model a user ever tried in memory.
-    return load_model(ModelSpec(name=name, trust_remote_code=trust_remote_code))
+    return load_model(ModelSpec(name=name, trust_remote_code=trust_remote_code, device=device, dtype=dtype))
 
 
 @st.cache_resource(max_entries=1, show_spinner="Loading the sentence embedder…")

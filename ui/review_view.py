@@ -27,7 +27,8 @@ from storage.runs import list_runs
 from storage.traces import StoredTrace
 from ui.annotation_widgets import thinking_html
 from ui.results import GRADE_LABELS
-from ui.token_view import text_html
+from ui.tables import Col, show_table
+from ui.token_view import show_text
 
 CURRENT_KEY = "review_trace_id"
 NEXT_SHORTCUT, PREVIOUS_SHORTCUT = "J", "K"
@@ -96,14 +97,17 @@ def _go(trace_id: int | None, allow_none: bool = False) -> None:
 def trace_summary(stored: StoredTrace) -> None:
     record = stored.record
     st.markdown("**Prompt**")
-    st.markdown(text_html(record.prompt), unsafe_allow_html=True)
+    show_text(record.prompt)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Answer", record.extracted_answer or "—", f"reference: {record.reference_answer or '—'}", delta_color="off")
+    c1.metric("Answer", _clip(record.extracted_answer or "—", 24), f"reference: {_clip(record.reference_answer or '—', 24)}",
+              delta_color="off", delta_arrow="off")
     c2.metric("Grade", GRADE_LABELS[record.correct])
-    c3.metric("Thinking tokens", record.n_thinking_tokens)
+    c3.metric("Thinking tokens", record.n_thinking_tokens if len(record.tokens) else "—",
+              f"+ {record.n_forced_tokens} forced" if record.n_forced_tokens else None, delta_color="off",
+              delta_arrow="off")
     c4.metric("Run", f"#{stored.run_id}")
     with st.expander("Answer text"):
-        st.markdown(text_html(record.answer_text or "(none)"), unsafe_allow_html=True)
+        show_text(record.answer_text or "(none)")
 
 
 def review_editor(config: StorageConfig, stored: StoredTrace, reviewer: str) -> None:
@@ -151,7 +155,7 @@ def history_section(config: StorageConfig, trace_id: int, reviewer: str) -> None
         if not history:
             st.caption("Nothing saved for this trace yet.")
             return
-        st.dataframe([_history_row(a) for a in history], hide_index=True, width="stretch")
+        show_table([_history_row(a) for a in history], HISTORY_COLUMNS, empty="Nothing saved for this trace yet.")
         own = [a for a in history if a.reviewer == reviewer]
         if own:
             pick = st.selectbox("Restore one of my versions", [a.version for a in own], key=f"review_restore::{trace_id}",
@@ -253,8 +257,9 @@ def _newer_version_notice(keys: _Keys, base: Annotation | None, latest: Annotati
 def _show_version(a: Annotation) -> None:
     st.markdown(f"**Verdict:** {a.verdict or '—'}")
     st.markdown("**Notes:**")
-    st.markdown(text_html(a.notes or "(none)"), unsafe_allow_html=True)
-    st.markdown("**Labels:** " + (", ".join(f"{s.label} ({_clip(s.text, 40)})" for s in a.spans) or "none").replace("*", "\\*"))
+    show_text(a.notes or "(none)")
+    st.markdown("**Labels:**")
+    show_text(", ".join(f"{s.label} ({_clip(s.text, 40)})" for s in a.spans) or "none")
 
 
 def _span_list(config: StorageConfig, keys: _Keys, spans: tuple[SpanLabel, ...]) -> None:
@@ -264,9 +269,16 @@ def _span_list(config: StorageConfig, keys: _Keys, spans: tuple[SpanLabel, ...])
     for i, span in enumerate(spans):
         c1, c2 = st.columns([6, 1], vertical_alignment="center")
         retired = " (retired)" if span.retired else ""
-        c1.markdown(text_html(f"{span.label}{retired} · {_clip(span.text, 120)}"), unsafe_allow_html=True)
+        show_text(f"{span.label}{retired} · {_clip(span.text, 120)}", c1)
         rest = spans[:i] + spans[i + 1 :]
         c2.button("Remove", key=f"review_remove_span::{i}", on_click=_save, args=(config, keys, rest))
+
+
+HISTORY_COLUMNS = (
+    Col("version", "version", "int", width=65), Col("reviewer", "reviewer", width=110),
+    Col("verdict", "verdict", width=100), Col("saved (UTC)", "saved (UTC)", "datetime", width=130),
+    Col("labels", "labels", width=260), Col("notes", "notes", width=220), Col("conflict", "conflict", width=200),
+)
 
 
 def _history_row(a: Annotation) -> dict:

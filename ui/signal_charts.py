@@ -25,7 +25,9 @@ def _hover_context(texts: list[str]) -> list[str]:
     return out
 
 
-def mi_curve_figure(analysis: TraceAnalysis) -> go.Figure:
+def mi_curve_figure(analysis: TraceAnalysis, top_positions=()) -> go.Figure:
+    """m_t per token with the IQR threshold and peaks; top_positions (the "most informative" ranking,
+    shown when there are no peaks) get their own, differently labelled markers."""
     tokens, summary = analysis.tokens, analysis.summary
     x = np.arange(len(tokens))
     hover = _hover_context(tokens.text)
@@ -37,6 +39,12 @@ def mi_curve_figure(analysis: TraceAnalysis) -> go.Figure:
                     marker=dict(color="#d62728", size=9, symbol="diamond"),
                     customdata=[hover[i] for i in peaks],
                     hovertemplate="#%{x} %{customdata}<br>m_t = %{y:.4f} (peak)<extra></extra>")
+    top = np.asarray(top_positions, dtype=np.int64)
+    if top.size:
+        fig.add_scatter(x=top, y=tokens.mi[top], mode="markers", name=f"top {top.size} m_t (not peaks)",
+                        marker=dict(color="#ff7f0e", size=8, symbol="circle-open", line=dict(width=2)),
+                        customdata=[hover[i] for i in top],
+                        hovertemplate="#%{x} %{customdata}<br>m_t = %{y:.4f} (top-k, below the threshold)<extra></extra>")
     if math.isfinite(summary.mi_threshold):
         tau = analysis.settings.tau
         fig.add_hline(y=summary.mi_threshold, line_dash="dash", line_color="#d62728",
@@ -59,8 +67,13 @@ def jsd_heatmap_figure(analysis: TraceAnalysis) -> go.Figure:
     fig.add_scatter(x=x, y=tokens.settling_depth, mode="markers", name="settling depth c_t",
                     marker=dict(color="white", size=5, line=dict(color="black", width=1)),
                     customdata=labels, hovertemplate="#%{x} %{customdata}<br>settles at layer %{y}<extra></extra>")
-    fig.add_hline(y=summary.deep_band_start - 0.5, line_dash="dot", line_color="white",
-                  annotation_text=f"deep band ≥ layer {summary.deep_band_start}", annotation_position="bottom left")
+    # The label is an annotation on an opaque box in paper x-coordinates: a plain hline label sits on
+    # (and disappears into) the heatmap's colours.
+    fig.add_hline(y=summary.deep_band_start - 0.5, line_dash="dot", line_color="white", line_width=2)
+    fig.add_annotation(x=0, xref="paper", xanchor="left", y=summary.deep_band_start - 0.5, yanchor="bottom",
+                       text=f"deep band ≥ layer {summary.deep_band_start}", showarrow=False,
+                       font=dict(color="#111111", size=12), bgcolor="rgba(255,255,255,0.85)",
+                       bordercolor="#111111", borderwidth=1, borderpad=2)
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="token position",
                       yaxis_title="layer", legend=dict(orientation="h", y=1.12))
     return fig

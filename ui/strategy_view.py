@@ -6,15 +6,22 @@ import streamlit as st
 
 from analysis.reasoning import ReasoningFormat
 from generation.decoding import SamplingConfig
+from generation.backends import BackendUnavailable
 from generation.models import LoadedModel
+from generation.streaming import BackgroundJob
 from generation.strategies import EFFORT_BUDGETS, STRATEGIES, StrategySettings
 from generation.strategies.runner import PromptItem, StrategyRun, run_strategy
 from storage.config import StorageConfig
 from storage.runs import list_runs, list_selections
+from ui.live import follow_with_bar
 from ui.resources import cached_trace
+from ui.token_view import show_text
 from ui.sweep_view import prompt_input, prompt_set
+from ui.prompt_set_picker import prompt_set_picker
+from ui.tables import run_columns, show_table
 
 WHOLE_SET = "The whole prompt set"
+STORED_SET = "A stored prompt set (GSM8K, MATH-500, AIME, hub, file)"
 
 
 def strategy_inputs() -> tuple[str, StrategySettings] | None:
@@ -44,8 +51,11 @@ def strategy_inputs() -> tuple[str, StrategySettings] | None:
         s1, s2, s3 = st.columns(3)
         extra["beam_width"] = int(s1.number_input("M (children per beam)", 1, 16, 2, key="strat_m"))
         extra["max_steps"] = int(s2.number_input("Max steps", 1, 64, 6, key="strat_steps"))
-        extra["step_aggregate"] = s3.selectbox("Step score aggregate", ["last", "min", "prod"], key="strat_agg")
-        st.caption("Step scorer: self-certainty of the step (no process reward model loaded).")
+        extra["step_aggregate"] = s3.selectbox("Step score aggregate", ["last", "min", "mean", "geomean"],
+                                               key="strat_agg")
+        st.caption("Step scorer: self-certainty of the step (no process reward model loaded). It is unbounded (nats), "
+                   "so 'prod' is not offered: it would favour longer beams; 'geomean' is the length-normalised "
+                   "product. n must be a multiple of M.")
     if name == "effort":
         extra["effort"] = st.radio("Effort", list(EFFORT_BUDGETS), index=1, horizontal=True, key="strat_effort",
                                    format_func=lambda e: f"{e} ({EFFORT_BUDGETS[e]} tokens)")
@@ -58,7 +68,10 @@ def strategy_inputs() -> tuple[str, StrategySettings] | None:
 
 
 def prompts_input() -> list[PromptItem]:
-    scope = st.radio("Prompts", ["One prompt", WHOLE_SET], horizontal=True, key="strat_scope")
+    scope = st.radio("Prompts", ["One prompt", WHOLE_SET, STORED_SET], horizontal=True, key="strat_scope")
+    if scope == STORED_SET:  # GSM8K, MATH-500, AIME, a hub dataset or a file (ui/prompt_set_picker.py)
+        picked = prompt_set_picker("strat_set")
+        return [] if picked is None else [PromptItem(r.prompt, r.reference_answer, picked[2]) for r in picked[0]]
     if scope == WHOLE_SET:
         items = prompt_set()
         limit = st.number_input("How many of them", 1, max(1, len(items)), min(3, len(items) or 1), key="strat_limit")
@@ -67,26 +80,64 @@ def prompts_input() -> list[PromptItem]:
     return [PromptItem(prompt, reference or None)] if prompt else []
 
 
-def run_with_progress(config: StorageConfig, loaded: LoadedModel, fmt: ReasoningFormat, name: str,
-                      settings: StrategySettings, items: list[PromptItem], price: float) -> StrategyRun:
-    bar = st.progress(0.0, text="Starting…")
+JOB = "strat_job"  # (BackgroundJob, number of prompts) while a run goes on: it outlives the script run that started it
 
-    def progress(done: int, total: int, tokens: int) -> None:
-        bar.progress(done / total, text=f"{done}/{total} prompts · {tokens} tokens in this batch")
 
-    result = run_strategy(config, loaded, name, items, fmt, settings, progress, price_per_million=price)
-    bar.empty()
-    return result
+def start_run(config: StorageConfig, loaded: LoadedModel, fmt: ReasoningFormat, name: str,
+              settings: StrategySettings, items: list[PromptItem], price: float) -> None:
+    """Start the strategy run on its own thread; the page follows it (follow_run) on this and later reruns."""
+    if (previous := st.session_state.get(JOB)) is not None:
+        previous[0].stop()
+        previous[0].wait(30)
+
+    def work(stop, report):
+        return run_strategy(config, loaded, name, items, fmt, settings,
+                            lambda done, total, tokens: report(done=done, total=total, tokens=tokens), stop,
+                            price_per_million=price, fraction=lambda share: report(fraction=share))
+
+    st.session_state[JOB] = (BackgroundJob(work, expected=(BackendUnavailable, ValueError)).start(), len(items))
+
+
+def follow_run() -> None:
+    """Draw a running strategy's progress until it ends (also after Stop), then keep its run to show."""
+    if (entry := st.session_state.get(JOB)) is None:
+        return
+    job, n_prompts = entry
+    follow_with_bar(job, lambda p: f"{p.get('done', 0)}/{p.get('total', '…')} prompts · "
+                                   f"{p.get('tokens', 0)} tokens in this batch")
+    st.session_state.pop(JOB, None)
+    if job.error is not None:  # e.g. a strategy that needs local logits, on a server
+        st.error(str(job.error))
+        return
+    result: StrategyRun = job.result
+    st.session_state["strat_last_run"] = result.run_id
+    st.session_state["strat_last_note"] = stop_note(result, n_prompts) if result.stopped else None
+
+
+def stop_note(result: StrategyRun, total: int) -> str:
+    finished = sum(bool(s.detail.get("finished", True)) for s in result.selections)
+    partial = len(result.selections) - finished
+    return (f"Stopped: {finished} of {total} prompts finished and kept in run {result.run_id}"
+            + (f" ({partial} stopped midway: kept, ungraded)" if partial else "")
+            + ". Run again to start a new run over all prompts.")
 
 
 def show_run(config: StorageConfig, run_id: int) -> None:
     selections = list_selections(config, run_id)
     for _, sel in selections.iterrows():
-        verdict = {True: "correct", False: "wrong"}.get(sel["correct"], "not graded (no reference answer)")
-        st.markdown(f"**{sel['prompt']}** → selected **{sel['selected_answer']}** ({verdict}) by `{sel['rule']}`")
         detail = sel["detail"]
+        verdict = {True: "correct", False: "wrong"}.get(
+            sel["correct"], "not graded (no reference answer)" if detail.get("finished", True) else
+            "not graded (stopped midway)")
+        # The prompt and the answer are trace text: shown as text, never as Markdown (an image in a
+        # prompt was fetched by the browser, a link in it was live).
+        answer = sel["selected_answer"]
+        show_text(f"{sel['prompt']}\n→ selected: {'—' if answer is None else answer}")
+        st.markdown(f"selected by `{sel['rule']}` ({verdict})")
         if detail.get("note"):
             st.caption(detail["note"])
+        if detail.get("tie"):  # analysis.voting.Vote.tie_description()
+            st.caption(detail["tie"])
         st.dataframe(pd.DataFrame({"answer": list(detail["tally"]), "weight": list(detail["tally"].values())}),
                      hide_index=True, key=f"tally_{sel['selection_id']}")
         rows = []
@@ -104,11 +155,13 @@ def show_run(config: StorageConfig, run_id: int) -> None:
 def runs_table(config: StorageConfig, price: float) -> None:
     runs = list_runs(config, strategies=tuple(STRATEGIES))
     if runs.empty:
-        st.info("No strategy runs yet.")
+        st.info("No strategy runs yet: pick a strategy and prompts above, then Run. Every run is listed here.")
         return
     runs["accuracy"] = [s if s is not None else a for s, a in zip(runs["selection_accuracy"], runs["accuracy"])]
     runs[f"cost (USD at {price:g}/M)"] = [None if t is None else t * price / 1e6 for t in runs["total_tokens"]]
-    columns = ["run_id", "created_at", "strategy", "model", "n_traces", "accuracy", "mean_thinking_tokens",
-               "mean_answer_tokens", "mean_latency_s", "tokens_per_s", "outcome_efficiency", "e3", "ock_score",
-               f"cost (USD at {price:g}/M)"]
-    st.dataframe(runs[columns], hide_index=True, width="stretch", key="runs_table")
+    # docs/METHODS.md §6: accuracy of the selected answer and total tokens per query feed E3/OckScore
+    columns = ["run_id", "created_at", "strategy", "model", "n_traces", "accuracy", "n_ties", "n_not_finished",
+               "total_tokens_per_query", "mean_thinking_tokens", "mean_answer_tokens", "mean_latency_s",
+               "tokens_per_s", "outcome_efficiency", "e3", "ock_score", f"cost (USD at {price:g}/M)"]
+    show_table(runs[columns], run_columns(f"cost (USD at {price:g}/M)"), key="runs_table",
+               empty="No strategy runs yet: pick a strategy and prompts above, then Run.")

@@ -8,10 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from analysis.reasoning import ReasoningFormat
+from generation.backends import BackendUnavailable
 from generation.models import LoadedModel
+from generation.streaming import BackgroundJob
 from generation.sweep import FREE, SweepResult, SweepSettings, curves, parse_budgets, run_sweep
 from storage.config import StorageConfig
 from ui.curve_charts import length_curve_figure
+from ui.live import follow_with_bar
+from ui.tables import Col, show_table
 
 PROMPTS_FILE = Path(__file__).resolve().parent.parent / "sample_data" / "prompts.jsonl"
 TYPED = "Type a prompt…"
@@ -57,30 +61,54 @@ def sweep_inputs() -> SweepSettings | None:
         return None
 
 
-def run_with_progress(config: StorageConfig, loaded: LoadedModel, fmt: ReasoningFormat,
-                      settings: SweepSettings) -> SweepResult:
-    """Run the sweep; a click on Stop reruns the page, which interrupts the batch in progress.
-    Every batch stored before that is kept, and Run again resumes from there."""
-    bar = st.progress(0.0, text="Starting…")
+JOB = "sweep_job"  # (BackgroundJob, SweepSettings) while a sweep runs: it outlives the script run that started it
 
-    def progress(done: int, total: int, tokens: int) -> None:
-        bar.progress(done / total if total else 1.0, text=f"{done}/{total} cells · {tokens} tokens in this batch")
 
-    result = run_sweep(config, loaded, fmt, settings, progress)
-    bar.empty()
-    return result
+def start_sweep(config: StorageConfig, loaded: LoadedModel, fmt: ReasoningFormat, settings: SweepSettings) -> None:
+    """Start the sweep on its own thread; the page follows it (follow_sweep) on this and later reruns."""
+    if (previous := st.session_state.get(JOB)) is not None:
+        previous[0].stop()
+        previous[0].wait(30)
+
+    def work(stop, report):
+        return run_sweep(config, loaded, fmt, settings,
+                         lambda done, total, tokens: report(done=done, total=total, tokens=tokens), stop,
+                         fraction=lambda share: report(fraction=share))
+
+    st.session_state[JOB] = (BackgroundJob(work, expected=(BackendUnavailable,)).start(), settings)
+
+
+def follow_sweep() -> None:
+    """Draw a running sweep's progress until it ends (also after Stop), then keep its result to show.
+    Stop sets the job's stop event: the batch in progress ends at its next token and is not stored;
+    every batch stored before it is kept, and Run again resumes from there."""
+    if (entry := st.session_state.get(JOB)) is None:
+        return
+    job, settings = entry
+    follow_with_bar(job, lambda p: f"{p.get('done', 0)}/{p.get('total', '…')} cells · "
+                                   f"{p.get('tokens', 0)} tokens in this batch")
+    st.session_state.pop(JOB, None)
+    if job.error is not None:  # e.g. budget forcing through a server that cannot continue a prefix
+        st.error(str(job.error))
+        return
+    st.session_state["sweep_last"] = (job.result, settings)
+    if job.result.error:
+        st.error(f"{job.result.error}. Failed cells are not stored: run again to resume.")
 
 
 def show_result(result: SweepResult, settings: SweepSettings) -> None:
     by_budget, by_length = curves(result.cells)
     st.caption(f"{len(result.cells)} cells stored · {result.generated} generated now · sweep key {result.key[:12]}")
-    if result.missing:
-        st.warning(f"{result.missing} cells are still missing (stopped). Run again to resume.")
+    if result.stopped or result.missing:
+        kept = len(result.cells)
+        st.warning(f"{'Stopped: ' if result.stopped else ''}{kept} of {kept + result.missing} cells kept; "
+                   "run again to resume.")
     if settings.reference_answer is None:
         st.warning("Accuracy is unknown: this prompt has no reference answer, so no sample can be graded. "
                    "The samples are stored; add a reference answer to draw the curve.")
     elif not by_budget.points and not by_length.points:
-        st.info("No graded samples yet.")
+        st.info("No accuracy curve yet: no sample has finished and been graded (stopped or failed samples are "
+                "not graded). Run again to add samples.")
     else:
         st.plotly_chart(length_curve_figure(by_budget, by_length), width="stretch")
         best, decline = by_budget.best, by_budget.decline
@@ -92,12 +120,21 @@ def show_result(result: SweepResult, settings: SweepSettings) -> None:
 
 def _traces_table(result: SweepResult) -> None:
     frame = pd.DataFrame([
-        {"budget": "free" if c.budget == FREE else c.budget, "sample": c.sample_index, "trace": c.trace_id,
+        # One type per column: "free" next to integers made pyarrow fail to convert the column.
+        {"budget": "free" if c.budget == FREE else str(c.budget), "sample": c.sample_index, "trace": c.trace_id,
          "thinking tokens": c.n_thinking_tokens, "correct": c.correct,
          "first correct at token": c.first_correct_token}
         for c in result.cells
     ])
-    st.dataframe(frame, hide_index=True, width="stretch", key="sweep_cells")
+    show_table(frame, SWEEP_COLUMNS, key="sweep_cells",
+               empty="No samples stored for this sweep yet: Run generates them, and Stop keeps those done.")
+
+
+SWEEP_COLUMNS = (
+    Col("budget", "budget", width=70), Col("sample", "sample", "int", width=65), Col("correct", "correct", "bool", width=70),
+    Col("thinking tokens", "thinking tokens", "int", width=110),
+    Col("first correct at token", "first correct at token", "int", width=150), Col("trace", "trace", "int", width=60),
+)
 
 
 def _point_links(points) -> None:

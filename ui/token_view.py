@@ -5,8 +5,9 @@ import html
 import math
 
 import numpy as np
+import streamlit as st
 
-from analysis.records import ANSWER, TokenColumns
+from analysis.records import ANSWER, FORCED, TokenColumns
 
 # Per signal: (label, low end of the colour scale, high end, whether high values are "good").
 SIGNALS = {
@@ -20,6 +21,7 @@ TOKEN_CSS = """
              white-space: pre-wrap; word-break: break-word; }
 .ts-tokens span { border-radius: 3px; }
 .ts-phase { font-weight: 600; margin: 0.6rem 0 0.2rem; color: #555; }
+.ts-tokens span.ts-forced { outline: 1px dashed #7b4fb5; font-style: italic; }
 </style>
 """
 
@@ -33,8 +35,8 @@ def _colour(value: float, low: float, high: float, high_is_good: bool) -> str:
     return f"rgba(220, 60, 40, {0.75 * doubt:.2f})"
 
 
-def _tooltip(columns: TokenColumns, i: int, label: str, value: float) -> str:
-    lines = [f"#{i}  {label} = {value:.3f}", f"log p = {columns.logprob[i]:.3f}"]
+def _tooltip(columns: TokenColumns, i: int, label: str, value: float, position: int | None = None) -> str:
+    lines = [f"#{i if position is None else position}  {label} = {value:.3f}", f"log p = {columns.logprob[i]:.3f}"]
     for alt, lp in zip(columns.top_texts[i], columns.top_logprobs[i]):
         lines.append(f"{alt!r}: {lp:.2f}")
     return "\n".join(lines)
@@ -47,22 +49,48 @@ def tokens_html(columns: TokenColumns, signal: str = "log-probability", values: 
         values = columns.logprob if signal == "log-probability" else columns.entropy
     parts = [TOKEN_CSS, '<div class="ts-phase">Thinking</div><div class="ts-tokens">']
     in_answer = False
-    for i, piece in enumerate(columns.text):
+    for i in range(len(columns.text)):
         if columns.phase[i] == ANSWER and not in_answer:
             in_answer = True
             parts.append('</div><div class="ts-phase">Answer</div><div class="ts-tokens">')
-        value = float(values[i])
-        parts.append(
-            f'<span style="background:{_colour(value, low, high, high_is_good)}" '
-            f'title="{html.escape(_tooltip(columns, i, label, value), quote=True)}">{html.escape(piece)}</span>'
-        )
+        parts.append(_span(columns, i, float(values[i]), label, low, high, high_is_good))
     parts.append("</div>")
     return "".join(parts)
+
+
+# Tokens injected by budget forcing (phase FORCED) are outlined, and say so on hover.
+_FORCED_CLASS = ' class="ts-forced"'
+_FORCED_TIP = "\nforced: injected by budget forcing, not sampled"
+FORCED_LEGEND = ("Dashed outline = forced: injected by budget forcing (the forced end of thinking, \"Wait\"), "
+                 "not sampled, and not counted as thinking.")
+
+
+def _span(columns: TokenColumns, i: int, value: float, label: str, low: float, high: float, high_is_good: bool,
+          position: int | None = None) -> str:
+    forced = columns.phase[i] == FORCED
+    tip = _tooltip(columns, i, label, value, position) + (_FORCED_TIP if forced else "")
+    return (f'<span{_FORCED_CLASS if forced else ""} style="background:{_colour(value, low, high, high_is_good)}" '
+            f'title="{html.escape(tip, quote=True)}">'
+            f'{html.escape(columns.text[i])}</span>')
+
+
+def token_spans(columns: TokenColumns, first_position: int = 0) -> str:
+    """Some tokens of a trace as log-probability-coloured spans, without CSS or phase headings: the live
+    Generate view draws a trace in pieces. `first_position` numbers the tooltips as in the whole trace."""
+    label, low, high, high_is_good = SIGNALS["log-probability"]
+    return "".join(_span(columns, i, float(columns.logprob[i]), label, low, high, high_is_good, first_position + i)
+                   for i in range(len(columns.text)))
 
 
 def text_html(text: str) -> str:
     """Untrusted plain text as one HTML line (newlines as <br>, so markdown never re-parses it)."""
     return '<div class="ts-tokens">' + html.escape(text).replace("\n", "<br>") + "</div>"
+
+
+def show_text(text: str, container=None) -> None:
+    """Trace text (prompt, thinking, answer, notes) shown as text: escaped and drawn by st.html,
+    which runs no Markdown, so an image in it is never fetched and a link in it is not live."""
+    (container or st).html(TOKEN_CSS + text_html(text))
 
 
 # Analysis signals: (label, unit/help, colouring) -- "doubt" reuses the red scale above,
@@ -109,6 +137,9 @@ def analysis_tokens_html(
         colour = _blue(value, low, high) if kind == "intensity" else _colour(value, low, high, kind == "doubt-low")
         style = f"background:{colour};" + (_PEAK_STYLE if peaks[i] else "")
         tip = f"#{i}  {label} = {value:.3f}" + (" · MI peak" if peaks[i] else "") + (f"\n{extra[i]}" if extra else "")
-        parts.append(f'<span style="{style}" title="{html.escape(tip, quote=True)}">{html.escape(piece)}</span>')
+        forced = phase[i] == FORCED
+        tip += _FORCED_TIP if forced else ""
+        parts.append(f'<span{_FORCED_CLASS if forced else ""} style="{style}" '
+                     f'title="{html.escape(tip, quote=True)}">{html.escape(piece)}</span>')
     parts.append("</div>")
     return "".join(parts)

@@ -7,7 +7,7 @@ from analysis.reasoning import ReasoningFormat
 from generation.backends import Backend
 from generation.backends.openai_config import DEFAULT_API_KEY_ENV, OpenAIConfig, RemoteError
 from generation.decoding import SamplingConfig
-from generation.models import EMBEDDED_MODEL, LoadedModel, ModelLoadError
+from generation.models import DTYPE_CHOICES, EMBEDDED_MODEL, LoadedModel, ModelLoadError
 from generation.prompting import detect_format
 from ui.resources import cached_model, cached_server_backend
 
@@ -25,6 +25,16 @@ def model_picker() -> tuple[str | None, bool]:
         "Trust remote code", key="trust_remote_code", help="Runs Python code shipped with the model. Only for authors you trust."
     )
     return (name.strip() or None), trust
+
+
+def device_settings() -> tuple[str, str]:
+    """(device, dtype) for a local model; "auto" picks a GPU when there is one (generation/models.py)."""
+    left, right = st.columns(2)
+    device = left.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="model_device",
+                            help="auto: a CUDA GPU, else Apple MPS, else the CPU. A device this machine lacks is refused.")
+    dtype = right.selectbox("Precision", list(DTYPE_CHOICES), key="model_dtype",
+                            help="auto: bfloat16 on GPUs that support it, float32 on the CPU.")
+    return device, dtype
 
 
 def sampling_settings() -> SamplingConfig | None:
@@ -63,7 +73,11 @@ def format_settings(detected: ReasoningFormat, model_key: str) -> ReasoningForma
             preopened = st.checkbox(
                 "Chat template pre-opens the thinking block", detected.starts_in_thinking, key=f"fmt_pre::{model_key}"
             )
-            values = dict(kind=kind, open_tag=open_tag, close_tag=close_tag, starts_in_thinking=preopened)
+            values = dict(kind=kind, open_tag=open_tag, close_tag=close_tag, starts_in_thinking=preopened,
+                          template=detected.template)
+            if detected.enable_thinking is not None:  # Qwen3-style switch in the chat template
+                values["enable_thinking"] = st.checkbox("Thinking on (the template's enable_thinking)",
+                                                        detected.enable_thinking, key=f"fmt_think::{model_key}")
     try:
         return ReasoningFormat(**values)
     except ValueError as exc:
@@ -126,8 +140,9 @@ def model_and_format() -> tuple[LoadedModel | Backend, ReasoningFormat | None]:
     if name is None:
         st.info("Type a Hugging Face model id or a local model directory.")
         st.stop()
+    device, dtype = device_settings()
     try:
-        loaded = cached_model(name, trust)
+        loaded = cached_model(name, trust, device, dtype)
     except ModelLoadError as exc:
         st.error(str(exc))
         st.stop()

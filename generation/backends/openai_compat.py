@@ -16,7 +16,12 @@ Two ways to talk to the server:
 What is stored: one TokenStep per server chunk, or per token when the server sends log-probabilities
 (token ids are -1: the server does not send them; entropy is unknown). record.meta["backend"] says
 where it came from; meta["logprobs"] is False when the server sent none. The API key is read from
-the environment when the client is made and is never stored anywhere.
+the environment when the client is made and is never stored anywhere; credentials inside the base
+URL (user:password@, api_key=...) are redacted from everything stored, shown or raised.
+
+Nothing hangs: a generation that gets no new token for `stall_timeout_s` (a server sending only
+keep-alive comments, empty chunks, or nothing at all) or outlives `deadline_s` is closed and stored
+as a partial trace (meta["partial"], meta["timeout"], meta["stream_error"] says why).
 """
 from __future__ import annotations
 
@@ -30,14 +35,17 @@ from dataclasses import dataclass, field, replace
 from analysis.reasoning import PhaseTracker, ReasoningFormat, find_boundary
 from analysis.records import ANSWER, TOP_K_ALTERNATIVES, TokenStep, TraceRecord
 from generation.backends.base import Capabilities, Progress, StreamOutcome
-from generation.backends.openai_config import DEFAULT_API_KEY_ENV, OpenAIConfig, RemoteError
+from generation.backends.openai_config import DEFAULT_API_KEY_ENV, OpenAIConfig, RemoteError, redact_text
 from generation.backends.openai_wire import (
     Piece,
     Stopped,
+    Watchdog,
+    broken_stream_text,
     chat_pieces,
     close_on_stop,
     completion_pieces,
     load_template,
+    not_an_event_stream,
     retry_after,
     status_text,
 )
@@ -67,6 +75,7 @@ class _RowState:
     waits: list[int] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     forced_end_at: int | None = None
+    chunks: int = 0  # chunks received, with or without text
 
     def __post_init__(self) -> None:
         self.tracker = PhaseTracker(self.fmt)
@@ -225,6 +234,7 @@ class OpenAIBackend:
         can_force = self._tokenizer is not None
         inject: str | None = None
         outcome.stop_reason = "error"
+        watchdog = Watchdog(self.config.stall_timeout_s, self.config.deadline_s)
         while True:
             if stop_event.is_set():
                 outcome.stop_reason = "stopped"
@@ -235,17 +245,19 @@ class OpenAIBackend:
             think_left = 0 if state.tracker.in_answer else max(state.budget - state.n_thinking, 0)
             max_tokens = think_left + sampling.max_answer_tokens - state.n_answer
             try:
-                stream = self._open(prompt, state, sampling, max_tokens, stop_event, outcome, ignore_eos)
+                stream = self._open(prompt, state, sampling, max_tokens, stop_event, outcome, ignore_eos, watchdog)
             except Stopped:
                 outcome.stop_reason = "stopped"
                 return
             finish = None
-            with close_on_stop(stop_event, stream):
+            chunks_before = state.chunks
+            with close_on_stop(stop_event, stream, watchdog):
                 try:
                     for piece, reason in self._pieces(stream, state):
                         finish = reason or finish  # a trailing chunk (usage) must not erase it
                         if piece is None:
                             continue
+                        watchdog.progress()
                         yield from self._add_piece(state, piece)
                         if state.n_answer >= sampling.max_answer_tokens:
                             outcome.stop_reason = "max_tokens"
@@ -270,26 +282,38 @@ class OpenAIBackend:
                     if stop_event.is_set():
                         outcome.stop_reason = "stopped"
                         return
-                    outcome.meta["partial"] = True
-                    outcome.meta["stream_error"] = f"the connection broke mid-stream after {len(state.steps)} " \
-                                                   f"tokens ({type(exc).__name__}: {exc})"
-                    raise RemoteError(outcome.meta["stream_error"]) from exc
+                    kind = watchdog.fired or watchdog.expired()
+                    raise self._partial(outcome, state, watchdog.describe(kind) if kind else
+                                        broken_stream_text(exc, len(state.steps)), kind) from exc
             if inject is not None:
                 continue
             if stop_event.is_set():
                 outcome.stop_reason = "stopped"
                 return
+            if watchdog.fired:  # the watcher closed the stream, which may then end without an error
+                raise self._partial(outcome, state, watchdog.describe(watchdog.fired), watchdog.fired)
             if finish is None:
-                outcome.meta["partial"] = True
-                outcome.meta["stream_error"] = (f"the server closed the stream after {len(state.steps)} tokens "
-                                                "without a finish reason")
-                raise RemoteError(outcome.meta["stream_error"])
+                got = state.chunks - chunks_before
+                ctype = (stream.response.headers.get("content-type") or "no Content-Type").split(";")[0]
+                raise self._partial(outcome, state, (
+                    f"the server closed the stream after {len(state.steps)} tokens without a finish reason"
+                    if got else f"the server's answer ({ctype}) held no chat chunks: it is not an OpenAI event "
+                                "stream, or the server closed it before sending any"))
             if finish == "stop" and can_force and not state.tracker.in_answer and forcing.may_wait(state.n_thinking, len(state.waits)):
                 inject = forcing.wait_piece(state.text)  # an early end of the whole output: "Wait" instead
                 state.waits.append(len(state.steps))
                 continue
             outcome.stop_reason = "eos" if finish == "stop" else "max_tokens"
             return
+
+    def _partial(self, outcome: StreamOutcome, state: _RowState, why: str, timeout: str | None = None) -> RemoteError:
+        """Mark what arrived as a partial trace (stored by the caller) and say why it ended."""
+        outcome.meta["partial"] = True
+        if timeout is not None:
+            outcome.meta["timeout"] = timeout
+            why = f"{why} after {len(state.steps)} tokens; what arrived is kept"
+        outcome.meta["stream_error"] = why
+        return RemoteError(why)
 
     def _add_piece(self, state: _RowState, piece: Piece) -> list[TokenStep]:
         text = piece.text
@@ -315,17 +339,18 @@ class OpenAIBackend:
 
     def _first_model(self) -> str:
         try:
-            models = self._client.models.list().data
+            # Bounded like a generation: a server that never answers must not hold the caller.
+            models = self._client.models.list(timeout=min(self.config.timeout_s, self.config.stall_timeout_s)).data
         except self._openai.APIError as exc:
-            reason = str(exc).rstrip(".")
-            raise RemoteError(f"Could not list the models of {self.config.base_url}: {reason}. Give the model name.") \
-                from exc
+            reason = redact_text(str(exc)).rstrip(".")
+            raise RemoteError(f"Could not list the models of {self.config.public_url}: {reason}. Give the model "
+                              "name.") from exc
         if not models:
-            raise RemoteError(f"{self.config.base_url} serves no model.")
+            raise RemoteError(f"{self.config.public_url} serves no model.")
         return models[0].id
 
     def _open(self, prompt: str, state: _RowState, sampling: SamplingConfig, max_tokens: int,
-              stop_event: threading.Event, outcome: StreamOutcome, ignore_eos: bool):
+              stop_event: threading.Event, outcome: StreamOutcome, ignore_eos: bool, watchdog: Watchdog):
         params: dict = {"model": self.name, "max_tokens": max(1, max_tokens), "temperature": sampling.temperature,
                         "stream": True}
         if sampling.temperature > 0:
@@ -345,29 +370,45 @@ class OpenAIBackend:
             if self.config.logprobs:
                 params.update(logprobs=True, top_logprobs=self.config.top_logprobs)
             create = self._client.chat.completions.create
+        url = self.config.public_url
         attempt = 0
         while True:
+            if (kind := watchdog.expired()) is not None:  # retries and waits count against the stall budget
+                raise self._partial(outcome, state, watchdog.describe(kind), kind)
+            # Each request may wait for its answer only as long as the watchdog has left.
+            left = max(watchdog.remaining(), 1e-3)
+            timeout = self._openai.Timeout(min(self.config.timeout_s, left),
+                                           connect=min(self.config.connect_timeout_s, left))
             try:
-                return create(**params)
+                stream = create(**params, timeout=timeout)
             except self._openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
                 if not retryable or attempt >= self.config.max_retries:
-                    raise RemoteError(f"{self.config.base_url} answered {status_text(exc)}"
+                    raise RemoteError(f"{url} answered {redact_text(status_text(exc))}"
                                       f"{f' after {attempt} retries' if attempt else ''}.") from exc
                 delay = retry_after(exc.response.headers) or self.config.backoff(attempt)
             except self._openai.APIConnectionError as exc:  # also timeouts
+                if (kind := watchdog.expired()) is not None:
+                    raise self._partial(outcome, state, watchdog.describe(kind), kind) from exc
                 if attempt >= self.config.max_retries:
-                    raise RemoteError(f"Could not reach {self.config.base_url} ({type(exc).__name__}: {exc})"
+                    raise RemoteError(f"Could not reach {url} ({type(exc).__name__}: {redact_text(str(exc))})"
                                       f"{f' after {attempt} retries' if attempt else ''}.") from exc
                 delay = self.config.backoff(attempt)
+            else:
+                wrong = not_an_event_stream(stream.response)
+                if wrong is None:
+                    return stream
+                stream.close()
+                raise RemoteError(f"{url} {wrong}")
             attempt += 1
             outcome.meta["retries"] = attempt
-            if stop_event.wait(delay):
+            if stop_event.wait(min(delay, max(watchdog.remaining(), 0.0))):
                 raise Stopped()
 
     def _pieces(self, stream, state: _RowState) -> Iterator[tuple[Piece | None, str | None]]:
         """(piece or None, finish_reason or None) per text part of each chunk."""
         for chunk in stream:
+            state.chunks += 1
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,14 +25,51 @@ class Stopped(Exception):
     """The user stopped while a request was being opened or retried."""
 
 
+class Watchdog:
+    """When one generation gives up: no new token for `stall_s` seconds (keep-alive comments, empty
+    chunks and silence are no progress), or `deadline_s` seconds after it began."""
+
+    def __init__(self, stall_s: float, deadline_s: float):
+        now = time.monotonic()
+        self.stall_s, self.deadline_s = stall_s, deadline_s
+        self._last = now
+        self._deadline = now + deadline_s
+        self.fired: str | None = None  # "stall" or "deadline", once the watcher closed a stream for it
+
+    def progress(self) -> None:
+        self._last = time.monotonic()
+
+    def remaining(self) -> float:
+        """Seconds until it expires (<= 0: expired)."""
+        return min(self._last + self.stall_s, self._deadline) - time.monotonic()
+
+    def expired(self) -> str | None:
+        """"deadline", "stall", or None while there is time left."""
+        now = time.monotonic()
+        if now >= self._deadline:
+            return "deadline"
+        return "stall" if now - self._last >= self.stall_s else None
+
+    def describe(self, kind: str) -> str:
+        if kind == "deadline":
+            return f"the generation reached its overall deadline of {self.deadline_s:g} s"
+        return f"the server sent no new token for {self.stall_s:g} s (stall timeout)"
+
+
 @contextmanager
-def close_on_stop(stop_event: threading.Event, stream) -> Iterator[None]:
-    """Close `stream` the moment `stop_event` is set, so a Stop is not held up by a slow server."""
+def close_on_stop(stop_event: threading.Event, stream, watchdog: Watchdog | None = None) -> Iterator[None]:
+    """Close `stream` the moment `stop_event` is set, so a Stop is not held up by a slow server, or
+    when `watchdog` expires (its `fired` then says why), so a server that keeps the stream open
+    without sending text cannot hold the generation forever."""
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
             if stop_event.wait(_STOP_POLL_S):
+                abort(stream)
+                return
+            if watchdog is not None and (kind := watchdog.expired()) is not None:
+                watchdog.fired = kind
                 abort(stream)
                 return
 
@@ -119,3 +157,31 @@ def load_template(name: str):
         return AutoTokenizer.from_pretrained(source, local_files_only=Path(source).expanduser().exists())
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Could not load the tokenizer {name!r} for prefix continuation: {exc}") from exc
+
+
+def broken_stream_text(exc: BaseException, n_tokens: int) -> str:
+    """Why a stream that had begun failed, in words that name the actual fault."""
+    import json
+
+    import openai
+
+    from generation.backends.openai_config import redact_text
+
+    if isinstance(exc, json.JSONDecodeError):
+        snippet = (exc.doc or "")[:80]
+        return f"the server sent data that is not JSON after {n_tokens} tokens ({exc.msg}; it began {snippet!r})"
+    if isinstance(exc, openai.APIConnectionError):  # also timeouts
+        return f"the connection broke mid-stream after {n_tokens} tokens ({type(exc).__name__}: {redact_text(str(exc))})"
+    if isinstance(exc, openai.APIError):  # an {"error": ...} event inside the stream
+        return f"the server reported an error mid-stream after {n_tokens} tokens: {redact_text(str(exc))}"
+    return f"the stream failed after {n_tokens} tokens ({type(exc).__name__}: {redact_text(str(exc))})"
+
+
+def not_an_event_stream(response) -> str | None:
+    """Why a 200 answer to a streaming request cannot be a stream (an HTML page: a proxy, a login
+    page or a wrong path), or None when it may be one."""
+    content_type = (response.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type in ("text/html", "application/xhtml+xml"):
+        return (f"answered {response.status_code} with an HTML page ({content_type}), not an event stream of chat "
+                "chunks: is the base URL the API's (it usually ends in /v1), not a web page or a proxy's login?")
+    return None

@@ -10,7 +10,7 @@ import numpy as np
 
 from analysis.confidence import ConfidenceSettings, trace_confidence, trace_self_certainty
 from analysis.reasoning import ReasoningFormat
-from analysis.records import TraceRecord
+from analysis.records import TraceRecord, finished_normally
 from analysis.voting import Vote
 from generation.backends import Backend
 from generation.batch import BatchRow, BatchSettings, BudgetForcing, EarlyStop, Progress, generate_batch
@@ -19,6 +19,8 @@ from generation.models import LoadedModel
 
 # Effort levels as the commercial APIs expose them, mapped to maximum thinking budgets (tokens).
 EFFORT_BUDGETS = {"low": 64, "medium": 256, "high": 1024, "max": 4096}
+# How a beam's step scores combine (generation/strategies/search.py AGGREGATES; docs/METHODS.md §5).
+STEP_AGGREGATES = ("last", "min", "mean", "geomean", "prod")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class StrategySettings:
     effort: str = "medium"
     beam_width: int = 2  # M: children per beam (beam search, DVTS)
     max_steps: int = 6  # search rounds; the last one runs to the end
-    step_aggregate: str = "last"  # how a beam's step scores combine: last, min or prod
+    step_aggregate: str = "last"  # how a beam's step scores combine: one of STEP_AGGREGATES
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -49,8 +51,8 @@ class StrategySettings:
         if self.effort not in EFFORT_BUDGETS:
             raise ValueError(f"effort must be one of {', '.join(EFFORT_BUDGETS)}, not {self.effort!r}")
         BudgetForcing(self.min_thinking_tokens, self.max_waits)
-        if self.beam_width < 1 or self.max_steps < 1 or self.step_aggregate not in ("last", "min", "prod"):
-            raise ValueError("beam_width and max_steps must be >= 1; step_aggregate last, min or prod")
+        if self.beam_width < 1 or self.max_steps < 1 or self.step_aggregate not in STEP_AGGREGATES:
+            raise ValueError(f"beam_width and max_steps must be >= 1; step_aggregate one of {', '.join(STEP_AGGREGATES)}")
 
     def to_dict(self) -> dict:
         return {"sampling": self.sampling.to_dict(), "n": self.n, "borda_p": self.borda_p, "alpha": self.alpha,
@@ -97,10 +99,18 @@ class Strategy:
     describe: str
     generate: Callable[[Context], PromptResult]
     needs: tuple[str, ...] = ()  # backend capabilities (generation/backends/base.py) beyond plain sampling
+    check: Callable[[StrategySettings], None] | None = None  # raises ValueError for settings it cannot honour
+
+    def validate(self, settings: StrategySettings) -> None:
+        """Refuse unusable settings before a run is created or anything is generated."""
+        if self.check is not None:
+            self.check(settings)
 
 
 def answers(records: list[TraceRecord]) -> list[str | None]:
-    return [r.extracted_answer for r in records]
+    """The answers that may vote: a stopped, failed or cut trace has none (its "answer" is whatever
+    came last; docs/METHODS.md §4), so it holds its place in N but carries no vote."""
+    return [r.extracted_answer if finished_normally(r.stop_reason) else None for r in records]
 
 
 def self_certainty(record: TraceRecord) -> float:

@@ -1,4 +1,4 @@
-"""The built-in strategies (METHODS items 3 and 4). Each returns its samples and the vote that chose."""
+"""The built-in strategies (docs/METHODS.md §3 and §4). Each returns its samples and the vote that chose."""
 from __future__ import annotations
 
 import math
@@ -13,7 +13,7 @@ from analysis.voting import (
     majority_vote,
 )
 from generation.batch import BudgetForcing, EarlyStop
-from generation.strategies.search import beam_search, dvts
+from generation.strategies.search import beam_search, check_search, dvts
 from generation.strategies.base import (
     EFFORT_BUDGETS,
     Context,
@@ -82,7 +82,7 @@ def deepconf_online(ctx: Context) -> PromptResult:
     records = warm + later
     scores = [lowest_group_confidence(r, s.window) for r in records]
     voting = [
-        sc if not r.meta.get("deepconf_early_stop") and math.isfinite(sc) and sc >= threshold else math.nan
+        sc if not r.meta.get("deepconf_early_stop") and not math.isnan(sc) and sc >= threshold else math.nan
         for r, sc in zip(records, scores)
     ]
     vote = confidence_weighted_vote(answers(records), voting, 100.0) if any(map(math.isfinite, voting)) else \
@@ -131,9 +131,10 @@ STRATEGIES: dict[str, Strategy] = {
                  budget_forcing, ("budget_forcing",)),
         Strategy("effort", "Effort level", "low / medium / high / max mapped to thinking budgets", effort,
                  ("budget_forcing",)),
-        Strategy("beam_search", "Step beam search", "keep the top n/M beams by step score, M children each",
-                 beam_search, ("token_ids",) + _LOGITS),
+        Strategy("beam_search", "Step beam search",
+                 "n rows per step (live beams refilled to n), keep the top n/M by step score; n best finished kept",
+                 beam_search, ("token_ids",) + _LOGITS, check_search),
         Strategy("dvts", "DVTS", "n/M independent subtrees, each keeps its best of M next steps", dvts,
-                 ("token_ids",) + _LOGITS),
+                 ("token_ids",) + _LOGITS, check_search),
     )
 }

@@ -11,17 +11,46 @@ from dataclasses import dataclass
 
 from analysis.answers import grade
 from analysis.reasoning import ReasoningFormat
-from analysis.records import TraceRecord
-from analysis.run_metrics import SampleOutcome, first_correct_token_index, summarize_run
+from analysis.records import TraceRecord, finished_normally
+from analysis.run_metrics import QueryOutcome, SampleOutcome, TokenCount, first_correct_token_index, summarize_run
 from generation.backends import Backend, as_backend, require
 from generation.models import LoadedModel
 from generation.strategies import Context, StrategySettings, get_strategy
 from storage.config import StorageConfig
-from storage.runs import Selection, save_run_metrics, save_strategy_run
+from storage.runs import Selection, finish_run, save_run_metrics, save_strategy_run
 from storage.traces import create_run
 
 # (prompts done, prompts total, tokens generated in the current batch)
 RunProgress = Callable[[int, int, int], None]
+# The share of the whole job done, in [0, 1], called at every decode step: a bar that moves with
+# tokens, not only when a prompt (or a sweep's batch of cells) ends.
+JobFraction = Callable[[float], None]
+
+
+def batch_share(rows_done: int, rows_total: int, tokens: int, capacity: int) -> float:
+    """How far a batch has come, below 1 until it returns: its finished rows, or its tokens against
+    the most it can make (`capacity`), whichever is further."""
+    rows = rows_done / rows_total if rows_total else 0.0
+    return min(0.99, max(rows, tokens / capacity if capacity else 0.0))
+
+
+class _TokenTicks:
+    """A prompt's decode steps as a fraction of the run. A strategy may decode several batches in turn
+    (warm-up then the rest, search rounds); each restarts its token count, so counts are carried over."""
+
+    def __init__(self, k: int, n_prompts: int, capacity: int, progress: RunProgress | None,
+                 fraction: JobFraction | None):
+        self.k, self.n, self.capacity, self._progress, self._fraction = k, n_prompts, capacity, progress, fraction
+        self._carried = self._last = 0
+
+    def __call__(self, rows_done: int, rows_total: int, tokens: int) -> None:
+        if tokens < self._last:
+            self._carried += self._last
+        self._last = tokens
+        if self._progress:
+            self._progress(self.k, self.n, tokens)
+        if self._fraction:
+            self._fraction((self.k + batch_share(0, 0, self._carried + tokens, self.capacity)) / self.n)
 
 
 @dataclass(frozen=True)
@@ -41,18 +70,35 @@ class StrategyRun:
 
 
 def sample_outcome(record: TraceRecord) -> SampleOutcome:
+    """A record's figures for the run metrics; a trace that did not finish is ungraded (docs/METHODS.md §6)."""
+    finished = finished_normally(record.stop_reason)
     first = None
-    if record.reference_answer:
+    if record.reference_answer and finished:
         first = first_correct_token_index(record.tokens.text, record.reference_answer)
-    return SampleOutcome(record.correct, record.n_thinking_tokens, record.n_answer_tokens, record.latency_s, first)
+    thinking, answer = record.n_thinking_tokens, record.n_answer_tokens
+    return SampleOutcome(record.correct if finished else None, thinking, answer, record.latency_s, first, finished,
+                         max(0, len(record.tokens) - thinking - answer))
+
+
+def query_outcome(records: Sequence[TraceRecord], selection: Selection, finished: bool = True) -> QueryOutcome:
+    """One prompt of a strategy run: the selected answer's grade, its samples, and the tokens the
+    strategy reports as decoded when that differs from its stored samples (step search)."""
+    decoded = selection.detail.get("decoded_tokens")
+    count = TokenCount(decoded["thinking"], decoded["answer"], decoded["forced"]) if decoded else None
+    return QueryOutcome(selection.correct if finished else None, tuple(sample_outcome(r) for r in records), count,
+                        finished)
 
 
 def run_metrics(records: Sequence[TraceRecord], selections: Sequence[Selection], wall_s: float,
-                price_per_million: float | None = None) -> dict:
-    metrics = dataclasses.asdict(summarize_run([sample_outcome(r) for r in records], price_per_million))
-    graded = [s for s in selections if s.correct is not None]
-    metrics["selection_accuracy"] = sum(bool(s.correct) for s in graded) / len(graded) if graded else None
-    metrics["total_tokens"] = sum(len(r.tokens) for r in records)
+                price_per_million: float | None = None, queries: Sequence[QueryOutcome] | None = None) -> dict:
+    """The stored metrics of a run (analysis.run_metrics.summarize_run). Without `queries` every
+    record is its own query (sweeps: no selection step)."""
+    if queries is None:
+        queries = [QueryOutcome.single(sample_outcome(r)) for r in records]
+    metrics = dataclasses.asdict(summarize_run(queries, price_per_million))
+    metrics["selection_accuracy"] = metrics["accuracy"]  # the key older readers look for
+    metrics["n_ties"] = sum(1 for s in selections if s.detail.get("tie"))  # prompts the tie rule decided
+    metrics["metrics_version"] = 2  # per-query E3/OckScore, decoded tokens (docs/METHODS.md §6)
     metrics["wall_s"] = wall_s
     metrics["price_per_million"] = price_per_million
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
@@ -68,42 +114,56 @@ def run_strategy(
     progress: RunProgress | None = None,
     stop_event: threading.Event | None = None,
     price_per_million: float | None = None,
+    fraction: JobFraction | None = None,
 ) -> StrategyRun:
     strategy = get_strategy(strategy_name)
     if not prompts:
         raise ValueError("no prompts to run")
     backend = as_backend(loaded)
     require(backend, strategy.needs, f"The strategy {strategy.title!r}")
+    strategy.validate(settings)
     stop_event = stop_event or threading.Event()
     run_id = create_run(config, backend.name, strategy.name, {"strategy": strategy.name, **settings.to_dict(),
-                                                             "format": fmt.to_dict(), "n_prompts": len(prompts)})
+                                                             "format": fmt.to_dict(), "n_prompts": len(prompts)},
+                        running=True)  # reads as interrupted if this process dies before finish_run
     start = time.perf_counter()
     all_records: list[TraceRecord] = []
     selections: list[Selection] = []
+    queries: list[QueryOutcome] = []
     trace_ids: list[list[int]] = []
     for k, item in enumerate(prompts):
         if stop_event.is_set():
             break
-        tick = (lambda done, total, tokens, k=k: progress(k, len(prompts), tokens)) if progress else None
+        sampling = settings.sampling
+        capacity = settings.n * (sampling.max_thinking_tokens + sampling.max_answer_tokens)
+        tick = _TokenTicks(k, len(prompts), capacity, progress, fraction) if progress or fraction else None
         ctx = Context(loaded, item.prompt, item.reference_answer or None, fmt, settings, tick, stop_event, item.source)
         result = strategy.generate(ctx)
         for r in result.records:
             r.strategy = strategy.name
         vote = result.vote
+        # Stopped during this prompt: its selection is not finished, so it is not graded.
+        finished = not stop_event.is_set() or all(finished_normally(r.stop_reason) for r in result.records)
         selection = Selection(
             prompt=item.prompt, reference_answer=item.reference_answer or None, selected_answer=vote.winner,
-            correct=grade(vote.winner, item.reference_answer) if vote.winner is not None and item.reference_answer
+            correct=None if not finished else
+            grade(vote.winner, item.reference_answer) if vote.winner is not None and item.reference_answer
             else (False if item.reference_answer else None),
             chosen_index=vote.chosen_index, rule=vote.rule,
             detail={"tally": vote.tally, "note": vote.note, "used_indices": list(vote.used_indices),
+                    "tie": vote.tie_description(), "finished": finished,
                     "scores": result.scores, "score_name": result.score_name, **result.extra},
         )
         ids = save_strategy_run(config, run_id, result.records, [(selection, range(len(result.records)))])
         all_records.extend(result.records)
         selections.append(selection)
+        queries.append(query_outcome(result.records, selection, finished))
         trace_ids.append(ids)
         if progress:
             progress(k + 1, len(prompts), 0)
-    metrics = run_metrics(all_records, selections, time.perf_counter() - start, price_per_million)
+        if fraction:
+            fraction((k + 1) / len(prompts))
+    metrics = run_metrics(all_records, selections, time.perf_counter() - start, price_per_million, queries)
     save_run_metrics(config, run_id, metrics)
+    finish_run(config, run_id, complete=len(selections) == len(prompts))
     return StrategyRun(run_id, selections, trace_ids, metrics, stop_event.is_set())

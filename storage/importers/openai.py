@@ -3,7 +3,8 @@
 Accepted shapes (one per JSONL line or per item of a JSON array):
 - a response: {"model", "created", "choices": [{"message": {"content", "reasoning_content" |
   "reasoning"}, "logprobs": {"content": [{"token", "logprob", "top_logprobs"}]}, "finish_reason"}]}
-  (legacy completions with choices[].text too); one trace per choice;
+  (legacy completions with choices[].text too); one trace per choice; a top-level "messages"
+  beside "choices" (the request, logged with its response) gives the prompt: its last user turn;
 - {"request": {"model", "messages", ...}, "response": {...}}; the Batch API's
   {"custom_id", "response": {"body": {...}}} is the same with the body unwrapped;
 - {"model"?, "messages": [...]}: one trace per assistant message, prompted by the user message
@@ -20,7 +21,8 @@ import numpy as np
 
 from analysis.reasoning import ReasoningFormat, split_tagged_text, token_phases
 from analysis.records import ANSWER, THINKING, TokenColumns
-from storage.importers.common import Where, check_text, get, imported, last_user_text, need_object, unix_time
+from storage.content import FLOAT32_MAX
+from storage.importers.common import Where, check_text, get, imported, last_user_text, need_object, number, unix_time
 from storage.jsonl_decode import ParsedLine, _kind
 
 NAME = "openai"
@@ -40,7 +42,9 @@ def convert(at: Where, obj: Any) -> list[ParsedLine]:
         prompt = last_user_text(at, request.get("messages"), "request.messages", _content)
         return from_response(at, response, field, prompt, request)
     if "choices" in obj:
-        return from_response(at, obj, "", None, {})
+        # Some tools log the request's messages beside the response: the prompt is the last user turn.
+        prompt = last_user_text(at, obj.get("messages"), "messages", _content)
+        return from_response(at, obj, "", prompt, {})
     if "messages" in obj:
         return from_messages(at, obj)
     at.fail(None, "is not an OpenAI chat completion: expected 'choices', 'messages' or 'request'/'response'")
@@ -189,14 +193,11 @@ def logprob_tokens(at: Where, items: Any, field: str, reasoning: str | None, fmt
 
 
 def _number(at: Where, value: Any, field: str) -> float:
+    """A log-probability: null is unknown (NaN); NaN, ±Infinity and what float32 cannot hold are
+    refused (storage/content.py's number rule)."""
     if value is None:
         return float("nan")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        at.fail(field, f"must be a number, got {_kind(value)}")
-    try:
-        return float(value)
-    except OverflowError:
-        at.fail(field, "is a number too large to store")
+    return number(at, value, field, -FLOAT32_MAX, FLOAT32_MAX)
 
 
 def looks_like(obj: dict) -> bool:
