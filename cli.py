@@ -11,13 +11,14 @@
     generate, sweep and run also take --backend openai --base-url URL [--model NAME] (an OpenAI-compatible server)
     generate, sweep, run and analyze take --device auto|cpu|cuda|cuda:N|mps and --dtype auto|float32|bfloat16|float16
     python cli.py loops [--run ID] [--threshold 0.9] [--unit sentence|paragraph]
+    python cli.py anchors --trace ID --samples 8 [--max-tokens 256] [--json]
+    python cli.py branch --trace ID --sentence K (--replace TEXT | --delete) --samples 4 [--json]
 All commands honour THINKSCOPE_DB (or --db). Tracebacks go to the log file (cache directory, logs/cli.log);
 --verbose prints them too.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -279,8 +280,8 @@ def cmd_sweep(args) -> int:
                                  max_answer_tokens=args.max_answer, seed=args.seed)
         config = _storage(args)
         loaded, fmt = _load_for_tcc(args)
-        if preset is not None:  # the preset's system prompt joins the chat (generation/prompting.py)
-            fmt = dataclasses.replace(fmt, system_prompt=preset.system_prompt)
+        if preset is not None:  # its system prompt joins the chat, its answer format grades (Preset.apply)
+            fmt = preset.apply(fmt)
     except (ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -359,8 +360,8 @@ def cmd_run(args) -> int:
                                     max_waits=args.max_waits, effort=args.effort)
         config = _storage(args)
         loaded, fmt = _load_for_tcc(args)
-        if preset is not None:  # the preset's system prompt joins the chat (generation/prompting.py)
-            fmt = dataclasses.replace(fmt, system_prompt=preset.system_prompt)
+        if preset is not None:  # its system prompt joins the chat, its answer format grades (Preset.apply)
+            fmt = preset.apply(fmt)
     except (ValueError, OSError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -376,6 +377,8 @@ def cmd_run(args) -> int:
         except ValueError as exc:  # settings the strategy refuses (e.g. n not a multiple of M)
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if result.resumed:  # an interrupted run of the same strategy, settings and prompts (runner.run_strategy)
+        print(f"resumed run {result.run_id}: {result.kept} of {len(items)} prompts kept from before", file=sys.stderr)
     rows = [{"prompt": s.prompt[:40], "reference": s.reference_answer, "selected": s.selected_answer,
              "correct": s.correct, "rule": s.rule, "tie": s.detail.get("tie") or ""} for s in result.selections]
     m = result.metrics
@@ -415,6 +418,91 @@ def cmd_loops(args) -> int:
     shares = [s for s in repeat_shares(config, todo, loop_key(settings)).values() if s is not None]
     mean = f"{sum(shares) / len(shares):.1%}" if shares else "n/a (no steps)"
     print(f"stored loop marks of {len(todo)} traces into {config.db_path}; mean share of repeated steps: {mean}")
+    return EXIT_OK
+
+
+def _anchor_model(args, config):
+    """(trace record, loaded model) for anchors/branch, by the same rule as analyze; raises ValueError."""
+    from generation.analyze import choose_analysis_model, load_analysis_model
+    from generation.models import ModelLoadError
+    from storage.traces import get_trace
+
+    found = get_trace(config, args.trace)
+    if found is None:
+        raise ValueError(f"no trace {args.trace} in {config.db_path}")
+    choice = choose_analysis_model(found.record.model, args.model, args.use_trace_model)
+    if choice.needs_confirmation:
+        raise ValueError(f"{choice.message} Give --model NAME, or --use-trace-model to load the trace's model.")
+    try:
+        return found.record, load_analysis_model(choice.name, device=args.device, dtype=args.dtype)
+    except ModelLoadError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def cmd_anchors(args) -> int:
+    """Thought Anchors importance of each thinking sentence (resumable; docs/METHODS.md)."""
+    import json
+
+    from tqdm import tqdm
+
+    from generation.anchors import AnchorSettings, anchors_summary, estimate, load_importance, run_anchors
+    from generation.embeddings import load_embedder
+
+    config = _storage(args)
+    try:
+        settings = AnchorSettings(samples=args.samples, max_new_tokens=args.max_tokens, answer_tokens=args.answer_tokens,
+                                  forced=not args.no_forced,
+                                  temperature=args.temperature, seed=args.seed)
+        record, loaded = _anchor_model(args, config)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"estimate: {estimate(record, settings).describe()}", file=sys.stderr)
+    try:
+        with tqdm(desc="resampling", unit="batch", disable=None, file=sys.stderr) as bar:
+            def progress(done: int, total: int, tokens: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            run = run_anchors(config, loaded, args.trace, settings, load_embedder(), progress)
+    except ValueError as exc:  # BackendUnavailable is one
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    result = load_importance(config, args.trace, record, run.key, settings.samples)
+    summary = anchors_summary(run, result)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{run.generated} rollouts generated, {run.stored}/{run.total} stored (key {run.key})")
+        def kl(value) -> str:
+            return "  n/a" if value is None else f"{value:.3f}"
+
+        print("KL in nats (additive smoothing alpha = 1); n/a: no rollout on one side")
+        for row in summary["sentences"]:
+            print(f"{row['index']:3d}  resampling {kl(row['resampling_kl'])}  counterfactual "
+                  f"{kl(row['counterfactual_kl'])}  forced {kl(row['forced_kl'])}  {row['text'][:70]!r}")
+    return EXIT_OK
+
+
+def cmd_branch(args) -> int:
+    """Cut a trace at a sentence, replace or delete it, continue N samples; each stored as a child trace."""
+    import json
+
+    from generation.anchors import BranchSettings, branch_trace
+
+    config = _storage(args)
+    try:
+        settings = BranchSettings(samples=args.samples, max_new_tokens=args.max_tokens, seed=args.seed)
+        _, loaded = _anchor_model(args, config)
+        ids = branch_trace(config, loaded, args.trace, args.sentence, "delete" if args.delete else "replace",
+                           args.replace, settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps({"parent_trace_id": args.trace, "sentence": args.sentence, "child_trace_ids": ids}))
+    else:
+        print(f"stored {len(ids)} branches of trace {args.trace} at sentence {args.sentence}: "
+              f"traces {', '.join(map(str, ids))}")
     return EXIT_OK
 
 
@@ -506,6 +594,30 @@ def build_parser() -> argparse.ArgumentParser:
     loops.add_argument("--unit", choices=["sentence", "paragraph"], default="sentence")
     loops.add_argument("--min-chars", type=int, default=12, help="shorter steps are ignored")
     loops.set_defaults(func=cmd_loops)
+    anc = sub.add_parser("anchors", help="which thinking sentences matter: resampling importance (Thought Anchors)")
+    anc.add_argument("--trace", type=int, required=True)
+    anc.add_argument("--samples", type=int, default=8, help="continuations per sentence cut (and per kind)")
+    anc.add_argument("--max-tokens", type=int, default=256, help="new thinking tokens per continuation")
+    anc.add_argument("--answer-tokens", type=int, default=48, help="answer tokens after thinking ends")
+    anc.add_argument("--no-forced", action="store_true", help="skip the forced-answer rollouts")
+    anc.add_argument("--json", action="store_true", help="print the scores as JSON")
+    anc.set_defaults(func=cmd_anchors)
+    brn = sub.add_parser("branch", help="cut a trace at a sentence, edit it, continue N samples as child traces")
+    brn.add_argument("--trace", type=int, required=True)
+    brn.add_argument("--sentence", type=int, required=True, help="0-based index of the thinking sentence")
+    edit = brn.add_mutually_exclusive_group(required=True)
+    edit.add_argument("--replace", metavar="TEXT", help="the new sentence")
+    edit.add_argument("--delete", action="store_true", help="drop the sentence")
+    brn.add_argument("--samples", type=int, default=4)
+    brn.add_argument("--max-tokens", type=int, default=256, help="new thinking tokens per continuation")
+    brn.add_argument("--json", action="store_true", help="print the child trace ids as JSON")
+    brn.set_defaults(func=cmd_branch)
+    for cmd in (anc, brn):
+        cmd.add_argument("--model", help="model that continues the trace (default: the trace's own, when embedded)")
+        cmd.add_argument("--use-trace-model", action="store_true", help="load the model the trace names")
+        cmd.add_argument("--temperature", type=float, default=0.7)
+        cmd.add_argument("--seed", type=int, default=0)
+        _device_options(cmd)
     for cmd in (gen, ana, swp, run):
         _device_options(cmd)
     for cmd in (swp, run):

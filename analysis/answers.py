@@ -28,7 +28,7 @@ import math
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -49,6 +49,7 @@ __all__ = [
     "canonical_answer",
     "equivalence_classes",
     "extract_answer",
+    "extraction_for",
     "find_boxed",
     "grade",
     "grade_trace",
@@ -135,6 +136,16 @@ class MentionSettings:
 DEFAULT_EXTRACTION = ExtractionSettings()
 DEFAULT_GRADE = GradeSettings()
 DEFAULT_MENTIONS = MentionSettings()
+
+
+def extraction_for(answer_format: str, settings: ExtractionSettings = DEFAULT_EXTRACTION) -> ExtractionSettings:
+    """The extraction a prompt set's answer format asks for (ReasoningFormat.answer_format,
+    generation/prompt_sets.py presets; docs/METHODS.md §7): "boxed" (MATH, AIME) turns the
+    last-number fallback off, since a stray number is not a boxed answer; "number" (GSM8K) and ""
+    keep `settings` as they are."""
+    if answer_format == "boxed" and settings.last_number_fallback:
+        return replace(settings, last_number_fallback=False)
+    return settings
 
 
 @dataclass(frozen=True)
@@ -808,6 +819,8 @@ def extract_answer(
     """
     answer = _clean(answer_text or "")
     thinking = _clean(thinking_text or "")
+    if fmt is not None:
+        settings = extraction_for(fmt.answer_format, settings)
     markers = _markers_for(settings, fmt)
     if fmt is not None and fmt.kind == "answer_marker" and answer.strip():
         answer = f"{fmt.answer_marker.strip()} {answer}"

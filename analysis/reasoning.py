@@ -40,6 +40,9 @@ class ReasoningFormat:
     enable_thinking: bool | None = None
     # Extra system-turn text (a prompt set's preset, generation/prompt_sets.py); "" for none.
     system_prompt: str = ""
+    # How the final answer is read (a preset's answer format, analysis/answers.py extraction_for):
+    # "" the default rules, "boxed" only a \boxed{} or a marker counts, "number" a final number.
+    answer_format: str = ""
     # The template family it was detected from, for display only ("" when none was recognised).
     template: str = ""
 
@@ -48,6 +51,8 @@ class ReasoningFormat:
             raise ValueError(f"unknown reasoning format {self.kind!r}")
         if self.enable_thinking is not None and not isinstance(self.enable_thinking, bool):
             raise ValueError("enable_thinking must be true, false or unset")
+        if self.answer_format not in ("", "boxed", "number"):
+            raise ValueError(f"answer_format must be '', 'boxed' or 'number', not {self.answer_format!r}")
         if self.template not in ("", "qwen3", "r1", "harmony"):
             raise ValueError(f"unknown template family {self.template!r}")
         if self.kind == "think_tags" and not (self.open_tag and self.close_tag):
@@ -94,7 +99,7 @@ class ReasoningFormat:
         # Only when set, so traces stored before these fields existed keep the same settings.
         if self.enable_thinking is not None:
             out["enable_thinking"] = self.enable_thinking
-        for key in ("system_prompt", "template"):
+        for key in ("system_prompt", "answer_format", "template"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         return out

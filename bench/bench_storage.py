@@ -6,6 +6,10 @@
     the same rows on a smaller slice. Target: >= 1e6 rows/s.
 (2) list_traces (default and a filtered page) and a few other reads on a database of --traces
     traces x --tokens-per-trace tokens, median of --repeats runs. Target: < 100 ms.
+(3) The journal's cost on saves: save_traces (journal entry written and fsync'd, insert, entry
+    removed) against the same saves without the journal (the insert alone, the path store_entry
+    takes when it cannot journal), alternated save by save on two fresh databases in one run, for
+    bulk saves (--journal-batch traces per save) and single-trace saves. --journal-only runs only this.
 Prints a markdown table. The database lives in a temporary directory unless --db is given.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np  # noqa: E402
 from analysis.records import TokenColumns  # noqa: E402
 
 from storage import StorageConfig, TraceFilter, connect, count_traces, get_trace, list_traces, save_traces  # noqa: E402
+from storage import journal  # noqa: E402
 from storage.testing import make_record, make_tokens  # noqa: E402
 from storage.tokens import TOKEN_COLUMNS, tokens_table  # noqa: E402
 from storage.traces import LIST_COLUMNS  # noqa: E402
@@ -41,13 +46,17 @@ def main() -> None:
     db = Path(args.db) if args.db else workdir / "bench.duckdb"
     rows: list[tuple[str, str, str]] = []
     try:
-        rows += bench_insert(workdir, args)
-        rows += bench_queries(db, args)
+        if not args.journal_only:
+            rows += bench_insert(workdir, args)
+        rows += bench_journal(workdir, args)
+        if not args.journal_only:
+            rows += bench_queries(db, args)
     finally:
         if not args.db and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print(f"duckdb {duckdb.__version__}, {args.traces:,} traces x {args.tokens_per_trace} tokens, top-k {args.top_k}")
+    scope = "journal comparison" if args.journal_only else f"{args.traces:,} traces"
+    print(f"duckdb {duckdb.__version__}, {scope} x {args.tokens_per_trace} tokens, top-k {args.top_k}")
     print()
     print("| measurement | result | target |")
     print("| --- | --- | --- |")
@@ -63,6 +72,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--insert-rows", type=int, default=1_000_000, help="token rows for the insert-rate test")
     p.add_argument("--baseline-rows", type=int, default=5_000, help="token rows for the executemany baseline")
     p.add_argument("--repeats", type=int, default=7, help="runs per query; the median is reported")
+    p.add_argument("--journal-batch", type=int, default=2_000, help="traces per bulk save in the journal test")
+    p.add_argument("--journal-rounds", type=int, default=10, help="bulk saves with and without the journal, each")
+    p.add_argument("--journal-singles", type=int, default=100, help="single-trace saves with and without, each")
+    p.add_argument("--journal-only", action="store_true", help="run only the journal comparison (3)")
     p.add_argument("--db", help="keep the populated database at this path (reused if it has enough traces)")
     p.add_argument("--keep", action="store_true", help="do not delete the temporary directory")
     return p.parse_args()
@@ -137,6 +150,65 @@ def strip_alternatives(c: TokenColumns) -> TokenColumns:
         top_ids=np.empty((n, 0), np.int64), top_texts=[[] for _ in range(n)],
         top_logprobs=np.empty((n, 0), np.float32), phase=c.phase,
     )  # fmt: skip
+
+
+def save_without_journal(cfg: StorageConfig, records: list) -> list[int]:
+    """What save_traces does minus the journal: the same entry inserted in one transaction."""
+    with connect(cfg) as con:
+        return journal.apply_entry(con, journal.new_entry("traces", records))
+
+
+def bench_journal(workdir: Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    per = args.tokens_per_trace
+    pool = token_pool(per, args.top_k)
+    configs = {"journal": StorageConfig(workdir / "journal_on.duckdb"),
+               "no journal": StorageConfig(workdir / "journal_off.duckdb")}
+    saves = {"journal": save_traces, "no journal": save_without_journal}
+    for cfg in configs.values():
+        count_traces(cfg)  # create and migrate both before timing
+
+    def batch(tag: str, size: int) -> list:
+        return [make_record(prompt=f"Problem {tag}-{i}: how many apples?", tokens=pool[i % len(pool)], meta={})
+                for i in range(size)]
+
+    def compare(rounds: int, size: int) -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {name: [] for name in configs}
+        for r in range(rounds):
+            # Alternate which goes first, so that neither always meets a warmer (or busier) machine.
+            for name in (("journal", "no journal") if r % 2 == 0 else ("no journal", "journal")):
+                records = batch(f"{name}-{r}", size)
+                start = time.perf_counter()
+                saves[name](configs[name], records)
+                times[name].append(time.perf_counter() - start)
+        return times
+
+    bulk = compare(args.journal_rounds, args.journal_batch)
+    single = compare(args.journal_singles, 1)
+    # The journal write on its own (Arrow IPC file, fsync of file and folder, removal), for the same bulk batch.
+    records = batch("alone", args.journal_batch)
+    alone = []
+    for _ in range(args.journal_rounds):
+        start = time.perf_counter()
+        journal.remove_entry(journal.write_entry(configs["journal"], journal.new_entry("traces", records)))
+        alone.append(time.perf_counter() - start)
+    rows = []
+    for label, times, unit in ((f"bulk save, {args.journal_batch:,} traces x {per} tokens (median of "
+                                f"{args.journal_rounds})", bulk, "ms"),
+                               (f"single-trace save, {per} tokens (median of {args.journal_singles})", single, "ms")):
+        on, off = statistics.median(times["journal"]), statistics.median(times["no journal"])
+        rows.append((f"{label}: with the journal / without", f"{on * 1e3:.1f} / {off * 1e3:.1f} {unit} = "
+                     f"**{on / off:.2f}x**", ""))
+    # Of that, converting the token columns to Arrow: the insert converts the same rows again.
+    convert = []
+    for _ in range(args.journal_rounds):
+        start = time.perf_counter()
+        tokens_table(list(range(len(records))), [r.tokens for r in records])
+        convert.append(time.perf_counter() - start)
+    rows.append((f"  of which the journal entry alone (bulk, median of {args.journal_rounds})",
+                 f"{statistics.median(alone) * 1e3:.1f} ms", ""))
+    rows.append(("    of which token columns -> Arrow table (the insert does it again)",
+                 f"{statistics.median(convert) * 1e3:.1f} ms", ""))
+    return rows
 
 
 def populate(cfg: StorageConfig, args: argparse.Namespace) -> tuple[float, int]:

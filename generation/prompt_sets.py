@@ -24,12 +24,14 @@ Hub ids and schemas of the presets (as published on the hub; the tests write fil
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.answers import ExtractionSettings, extract_answer, grade
+from analysis.answers import ExtractionSettings, extract_answer, extraction_for, grade
+from analysis.reasoning import ReasoningFormat
 from storage.prompt_sets import PromptRow
 
 # The fields tried when none is named: the same names the records importer knows.
@@ -73,7 +75,13 @@ class Preset:
     @property
     def extraction(self) -> ExtractionSettings:
         """\\boxed{} answers: no last-number fallback (a stray number is not a boxed answer)."""
-        return ExtractionSettings(last_number_fallback=self.answer_format == "number")
+        return extraction_for(self.answer_format)
+
+    def apply(self, fmt: ReasoningFormat) -> ReasoningFormat:
+        """`fmt` with this preset's system prompt and answer format: every trace generated with it
+        (streamed, batched, remote) is extracted and graded the preset's way, and its stored
+        settings say so (docs/METHODS.md §7)."""
+        return dataclasses.replace(fmt, system_prompt=self.system_prompt, answer_format=self.answer_format)
 
     def reference(self, raw: object) -> str | None:
         if raw is None:

@@ -9,7 +9,9 @@ from ui.widgets import model_and_format
 st.title("Strategies")
 loaded, fmt = model_and_format()
 chosen = strategy_inputs()
-items = prompts_input()
+items, preset = prompts_input()
+if preset is not None and fmt is not None:  # the set's system prompt and answer format (Preset.apply)
+    fmt = preset.apply(fmt)
 price = st.number_input("Price per million tokens (USD)", 0.0, 1000.0, 0.6, 0.1, key="strat_price")
 config = storage_config()
 

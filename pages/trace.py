@@ -3,6 +3,7 @@ import numpy as np
 import streamlit as st
 
 from storage.errors import StorageError
+from ui.anchor_view import anchor_section, branch_banner, branch_section
 from ui.charts import token_signal_figure
 from ui.resources import cached_trace, storage_config
 from ui.live import backend_notes
@@ -37,6 +38,7 @@ st.markdown("**Prompt**")
 show_text(record.prompt)
 record_metrics(record)
 backend_notes(record.meta)
+branch_banner(config, int(trace_id))
 
 tokens = record.tokens
 if len(tokens) == 0:
@@ -58,5 +60,7 @@ else:
 
 analysis_section(config, int(trace_id), record)
 loop_section(config, int(trace_id), record)
+anchor_section(config, int(trace_id), record)
+branch_section(config, int(trace_id), record)
 with st.expander("Settings and metadata"):
     st.json({"settings": record.settings, "meta": {k: v for k, v in record.meta.items() if k != "raw_text"}})

@@ -6,6 +6,13 @@
 
 Both are written into a temporary directory next to `out` and moved into place at the end, so a
 failed export leaves no half-written files.
+
+The database is read in chunks of _CHUNK_TRACES traces, each on its own short connection, with
+waiting writers let in between (storage/connection.py yield_to_writers), as the JSONL export does:
+a trace finished by the app or a CLI during a long export is stored between two chunks instead of
+waiting for the end. The selection is fixed first; each chunk is a consistent read of its traces
+and their tokens. The chunks' part files are then concatenated in order, without the database,
+into files that read back equal to those of one COPY of everything.
 """
 from __future__ import annotations
 
@@ -18,9 +25,10 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from storage.config import StorageConfig
-from storage.connection import connect, sql_literal
+from storage.connection import connect, sql_literal, yield_to_writers
 from storage.errors import StorageError
 from storage.files import remove_stale
 from storage.filters import TraceFilter, where_clause
@@ -29,6 +37,8 @@ from storage.tokens import TOKEN_COLUMNS
 TRACES_FILE = "traces.parquet"
 _WORK_PREFIX = ".parquet-export-"
 TOKENS_FILE = "tokens.parquet"
+# Traces per chunk: the file is held for one chunk's two COPYs at a time (as storage/jsonl.py).
+_CHUNK_TRACES = 1000
 
 _TRACES_SQL = """
     SELECT t.trace_id, t.run_id, t.prompt_id, t.created_at, t.model, p.text AS prompt,
@@ -83,15 +93,17 @@ def export_parquet(
     try:
         with connect(config, read_only=True) as con:
             ids = selected_ids(con, filt, trace_ids)
-            con.register("_export_ids", pa.table({"trace_id": pa.array(ids, pa.int64())}))
-            try:
-                _copy(con, _TRACES_SQL, work / TRACES_FILE)
-                _copy(con, _TOKENS_SQL, work / TOKENS_FILE)
-                n_tokens = int(con.execute(
-                    "SELECT count(*) FROM tokens k JOIN _export_ids e ON e.trace_id = k.trace_id"
-                ).fetchall()[0][0])
-            finally:
-                con.unregister("_export_ids")
+        # An empty selection is one empty chunk: the files still carry the schema.
+        chunks = [ids[i : i + _CHUNK_TRACES] for i in range(0, len(ids), _CHUNK_TRACES)] or [[]]
+        parts: dict[str, list[Path]] = {TRACES_FILE: [], TOKENS_FILE: []}
+        n_tokens = 0
+        for k, chunk in enumerate(chunks):
+            if k:
+                yield_to_writers(config)  # let a waiting writer in before taking the file again
+            with connect(config, read_only=True) as con:
+                n_tokens += _export_chunk(con, chunk, work, k, parts)
+        for name, files in parts.items():
+            _concatenate(files, work / name)
         for name in (TRACES_FILE, TOKENS_FILE):
             os.replace(work / name, out_dir / name)
     except OSError as exc:
@@ -117,6 +129,45 @@ def matching_trace_ids(config: StorageConfig, filt: TraceFilter | None = None) -
     """selected_ids on its own connection (for JSONL export of a filtered selection)."""
     with connect(config, read_only=True) as con:
         return selected_ids(con, filt)
+
+
+def _export_chunk(con: duckdb.DuckDBPyConnection, chunk: list[int], work: Path, k: int,
+                  parts: dict[str, list[Path]]) -> int:
+    """COPY one chunk's traces and tokens into part files (appended to `parts`); its token count."""
+    con.register("_export_ids", pa.table({"trace_id": pa.array(chunk, pa.int64())}))
+    try:
+        for name, query in ((TRACES_FILE, _TRACES_SQL), (TOKENS_FILE, _TOKENS_SQL)):
+            part = work / f"{k:06d}-{name}"
+            _copy(con, query, part)
+            parts[name].append(part)
+        return int(con.execute(
+            "SELECT count(*) FROM tokens k JOIN _export_ids e ON e.trace_id = k.trace_id").fetchall()[0][0])
+    finally:
+        con.unregister("_export_ids")
+
+
+def _concatenate(parts: list[Path], target: Path) -> None:
+    """The part files one after the other as one Parquet file, without the database open.
+
+    One part is the file itself. Several are copied row group by row group (memory stays at one
+    row group), in chunk order. DuckDB marks a column required when a part has no NULL in it, so
+    a column is required in the whole file only when it is in every part: what one COPY of all
+    the rows writes.
+    """
+    if len(parts) == 1:
+        os.replace(parts[0], target)
+        return
+    files = [pq.ParquetFile(p) for p in parts]
+    schemas = [f.schema_arrow for f in files]
+    schema = pa.schema([field.with_nullable(any(s.field(i).nullable for s in schemas))
+                        for i, field in enumerate(schemas[0])], schemas[0].metadata)
+    with pq.ParquetWriter(target, schema, compression="zstd") as out:
+        for f in files:
+            for group in range(f.num_row_groups):
+                out.write_table(f.read_row_group(group).cast(schema))
+    for f, part in zip(files, parts):
+        f.close()
+        part.unlink()
 
 
 def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:

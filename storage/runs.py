@@ -3,10 +3,12 @@
 Traces and the cells or selections that refer to them are written in one transaction, so a
 cancelled or crashed sweep never leaves a cell without its trace (or the reverse); they go
 through the journal (storage/journal.py), so a locked database queues them instead of losing
-them. runs.status (migration 008) tells complete, running and interrupted runs apart.
+them. runs.status (migration 008) tells complete, running and interrupted runs apart; a sweep or
+strategy run started again with the same settings resumes into its interrupted run (resume_or_create_run).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from analysis.records import TraceRecord
 from storage import journal
 from storage.config import StorageConfig
 from storage.connection import connect, write
+from storage.errors import StorageError
 from storage.jsonvalue import dumps_object
 from storage.files import pid_alive
 from storage.traces import get_trace, store_entry
@@ -185,8 +188,8 @@ def run_status(status: str | None, owner_pid) -> str:
 
 def resume_or_create_run(config: StorageConfig, model: str, strategy: str, settings: dict, resume_key: str) -> tuple[int, bool]:
     """(run_id, resumed): the newest interrupted run of this model and strategy whose
-    settings[resume_key] equals settings[resume_key] (a killed or stopped sweep with the same
-    settings), now marked running again for this process; else a new running run."""
+    settings[resume_key] equals settings[resume_key] (a killed or stopped sweep or strategy run
+    with the same settings), now marked running again for this process; else a new running run."""
     value = settings[resume_key]
 
     def work(con) -> tuple[int, bool]:
@@ -206,10 +209,47 @@ def resume_or_create_run(config: StorageConfig, model: str, strategy: str, setti
     return write(config, work)
 
 
+def identity_key(identity: object) -> str:
+    """The value resume_or_create_run matches on: a hash of everything that makes two runs the
+    same experiment (model, strategy, settings, format, the prompts and their references)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
 def finish_run(config: StorageConfig, run_id: int, complete: bool) -> None:
     """Mark a running run complete, or interrupted when it stopped short (it can be resumed)."""
     write(config, lambda con: con.execute("UPDATE runs SET status = ?, owner_pid = NULL WHERE run_id = ?",
                                           ["complete" if complete else "interrupted", run_id]))
+
+
+def mark_interrupted(config: StorageConfig, run_id: int) -> None:
+    """finish_run(complete=False) on the way out of a failed or interrupted (Ctrl-C) run; never raises."""
+    try:
+        finish_run(config, run_id, complete=False)
+    except StorageError:
+        pass  # the database is busy: the run reads as interrupted once this process is gone anyway
+
+
+def stored_selections(config: StorageConfig, run_id: int) -> list[tuple[Selection, list[int]]]:
+    """A strategy run's selections in the order they were stored, each with its samples' trace ids
+    (what a resumed run keeps)."""
+    with connect(config, read_only=True) as con:
+        rows = con.execute(
+            "SELECT prompt, reference_answer, selected_answer, correct, chosen_trace_id, rule, detail"
+            " FROM strategy_selections WHERE run_id = ? ORDER BY selection_id",
+            [run_id],
+        ).fetchall()
+    out = []
+    for prompt, reference, selected, correct, chosen, rule, detail in rows:
+        detail = json.loads(detail)
+        ids = [int(i) for i in detail.pop("trace_ids", [])]
+        index = ids.index(chosen) if chosen is not None and chosen in ids else None
+        out.append((Selection(prompt, reference, selected, correct, index, rule, detail), ids))
+    return out
+
+
+def trace_records(config: StorageConfig, trace_ids: Sequence[int]) -> list[TraceRecord]:
+    """The records of `trace_ids` that exist, in that order, with tokens."""
+    return [stored.record for i in trace_ids if (stored := get_trace(config, int(i))) is not None]
 
 
 def run_trace_records(config: StorageConfig, run_id: int) -> list[TraceRecord]:
@@ -217,4 +257,4 @@ def run_trace_records(config: StorageConfig, run_id: int) -> list[TraceRecord]:
     with connect(config, read_only=True) as con:
         ids = [r[0] for r in con.execute("SELECT trace_id FROM traces WHERE run_id = ? ORDER BY trace_id",
                                          [run_id]).fetchall()]
-    return [stored.record for i in ids if (stored := get_trace(config, i)) is not None]
+    return trace_records(config, ids)

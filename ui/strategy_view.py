@@ -8,6 +8,7 @@ from analysis.reasoning import ReasoningFormat
 from generation.decoding import SamplingConfig
 from generation.backends import BackendUnavailable
 from generation.models import LoadedModel
+from generation.prompt_sets import Preset
 from generation.streaming import BackgroundJob
 from generation.strategies import EFFORT_BUDGETS, STRATEGIES, StrategySettings
 from generation.strategies.runner import PromptItem, StrategyRun, run_strategy
@@ -67,17 +68,21 @@ def strategy_inputs() -> tuple[str, StrategySettings] | None:
         return None
 
 
-def prompts_input() -> list[PromptItem]:
+def prompts_input() -> tuple[list[PromptItem], Preset | None]:
+    """The prompts to run and the preset of their set (its system prompt and answer format go into
+    the run's format: Preset.apply), or None."""
     scope = st.radio("Prompts", ["One prompt", WHOLE_SET, STORED_SET], horizontal=True, key="strat_scope")
     if scope == STORED_SET:  # GSM8K, MATH-500, AIME, a hub dataset or a file (ui/prompt_set_picker.py)
         picked = prompt_set_picker("strat_set")
-        return [] if picked is None else [PromptItem(r.prompt, r.reference_answer, picked[2]) for r in picked[0]]
+        if picked is None:
+            return [], None
+        return [PromptItem(r.prompt, r.reference_answer, picked[2]) for r in picked[0]], picked[1]
     if scope == WHOLE_SET:
         items = prompt_set()
         limit = st.number_input("How many of them", 1, max(1, len(items)), min(3, len(items) or 1), key="strat_limit")
-        return [PromptItem(p["prompt"], str(p["answer"]), "prompt_set") for p in items[: int(limit)]]
+        return [PromptItem(p["prompt"], str(p["answer"]), "prompt_set") for p in items[: int(limit)]], None
     prompt, reference = prompt_input("strat")
-    return [PromptItem(prompt, reference or None)] if prompt else []
+    return ([PromptItem(prompt, reference or None)] if prompt else []), None
 
 
 JOB = "strat_job"  # (BackgroundJob, number of prompts) while a run goes on: it outlives the script run that started it
@@ -115,11 +120,8 @@ def follow_run() -> None:
 
 
 def stop_note(result: StrategyRun, total: int) -> str:
-    finished = sum(bool(s.detail.get("finished", True)) for s in result.selections)
-    partial = len(result.selections) - finished
-    return (f"Stopped: {finished} of {total} prompts finished and kept in run {result.run_id}"
-            + (f" ({partial} stopped midway: kept, ungraded)" if partial else "")
-            + ". Run again to start a new run over all prompts.")
+    # A prompt cut short is not kept: the same settings run again resume this run (runner.run_strategy).
+    return f"Stopped: {len(result.selections)} of {total} prompts kept in run {result.run_id}; run again to resume."
 
 
 def show_run(config: StorageConfig, run_id: int) -> None:

@@ -17,8 +17,8 @@ from generation.backends import Backend, as_backend, require
 from generation.models import LoadedModel
 from generation.strategies import Context, StrategySettings, get_strategy
 from storage.config import StorageConfig
-from storage.runs import Selection, finish_run, save_run_metrics, save_strategy_run
-from storage.traces import create_run
+from storage.runs import (Selection, finish_run, get_run_metrics, identity_key, mark_interrupted, resume_or_create_run,
+                          save_run_metrics, save_strategy_run, stored_selections, trace_records)
 
 # (prompts done, prompts total, tokens generated in the current batch)
 RunProgress = Callable[[int, int, int], None]
@@ -66,7 +66,9 @@ class StrategyRun:
     selections: list[Selection]
     trace_ids: list[list[int]]  # per prompt, its samples in order
     metrics: dict
-    stopped: bool
+    stopped: bool  # some prompts are missing (Stop): running it again resumes this run
+    kept: int = 0  # prompts kept from the interrupted run it resumed
+    resumed: bool = False
 
 
 def sample_outcome(record: TraceRecord) -> SampleOutcome:
@@ -116,6 +118,11 @@ def run_strategy(
     price_per_million: float | None = None,
     fraction: JobFraction | None = None,
 ) -> StrategyRun:
+    """Run the strategy over `prompts` into one run. A run of the same model, strategy, settings,
+    format (preset included) and prompts that was stopped or killed is resumed: its stored prompts
+    are kept and only the missing ones are generated (storage/runs.py resume_or_create_run, the
+    mechanism sweeps use). A prompt cut short by Stop is not stored: it is missing, and generated
+    again on resume, like a sweep's stopped cells."""
     strategy = get_strategy(strategy_name)
     if not prompts:
         raise ValueError("no prompts to run")
@@ -123,47 +130,82 @@ def run_strategy(
     require(backend, strategy.needs, f"The strategy {strategy.title!r}")
     strategy.validate(settings)
     stop_event = stop_event or threading.Event()
-    run_id = create_run(config, backend.name, strategy.name, {"strategy": strategy.name, **settings.to_dict(),
-                                                             "format": fmt.to_dict(), "n_prompts": len(prompts)},
-                        running=True)  # reads as interrupted if this process dies before finish_run
+    stored_settings = {"strategy": strategy.name, **settings.to_dict(), "format": fmt.to_dict(),
+                       "n_prompts": len(prompts)}
+    stored_settings["resume_key"] = identity_key(
+        [backend.name, strategy.name, settings.to_dict(), fmt.to_dict(),
+         [[item.prompt, item.reference_answer or None] for item in prompts]])
+    # Marked running: reads as interrupted if this process dies before finish_run.
+    run_id, resumed = resume_or_create_run(config, backend.name, strategy.name, stored_settings, "resume_key")
+    kept = _kept_selections(config, run_id) if resumed else {}
+    previous = (get_run_metrics(config, run_id) or {}) if resumed else {}
     start = time.perf_counter()
     all_records: list[TraceRecord] = []
     selections: list[Selection] = []
     queries: list[QueryOutcome] = []
     trace_ids: list[list[int]] = []
-    for k, item in enumerate(prompts):
-        if stop_event.is_set():
-            break
-        sampling = settings.sampling
-        capacity = settings.n * (sampling.max_thinking_tokens + sampling.max_answer_tokens)
-        tick = _TokenTicks(k, len(prompts), capacity, progress, fraction) if progress or fraction else None
-        ctx = Context(loaded, item.prompt, item.reference_answer or None, fmt, settings, tick, stop_event, item.source)
-        result = strategy.generate(ctx)
-        for r in result.records:
-            r.strategy = strategy.name
-        vote = result.vote
-        # Stopped during this prompt: its selection is not finished, so it is not graded.
-        finished = not stop_event.is_set() or all(finished_normally(r.stop_reason) for r in result.records)
-        selection = Selection(
-            prompt=item.prompt, reference_answer=item.reference_answer or None, selected_answer=vote.winner,
-            correct=None if not finished else
-            grade(vote.winner, item.reference_answer) if vote.winner is not None and item.reference_answer
-            else (False if item.reference_answer else None),
-            chosen_index=vote.chosen_index, rule=vote.rule,
-            detail={"tally": vote.tally, "note": vote.note, "used_indices": list(vote.used_indices),
-                    "tie": vote.tie_description(), "finished": finished,
-                    "scores": result.scores, "score_name": result.score_name, **result.extra},
-        )
-        ids = save_strategy_run(config, run_id, result.records, [(selection, range(len(result.records)))])
-        all_records.extend(result.records)
-        selections.append(selection)
-        queries.append(query_outcome(result.records, selection, finished))
-        trace_ids.append(ids)
-        if progress:
-            progress(k + 1, len(prompts), 0)
-        if fraction:
-            fraction((k + 1) / len(prompts))
-    metrics = run_metrics(all_records, selections, time.perf_counter() - start, price_per_million, queries)
-    save_run_metrics(config, run_id, metrics)
-    finish_run(config, run_id, complete=len(selections) == len(prompts))
-    return StrategyRun(run_id, selections, trace_ids, metrics, stop_event.is_set())
+    n_kept = 0
+    capacity = settings.n * (settings.sampling.max_thinking_tokens + settings.sampling.max_answer_tokens)
+    try:
+        for k, item in enumerate(prompts):
+            found = kept.get((item.prompt, item.reference_answer or None))
+            if found:
+                selection, ids = found.pop(0)
+                records = trace_records(config, ids)
+                n_kept += 1
+            else:
+                if stop_event.is_set():
+                    break
+                tick = _TokenTicks(k, len(prompts), capacity, progress, fraction) if progress or fraction else None
+                selection, records = _generate_prompt(strategy, loaded, item, fmt, settings, stop_event, tick)
+                if selection is None:  # stopped midway: not a result, generated again on resume
+                    break
+                ids = save_strategy_run(config, run_id, records, [(selection, range(len(records)))])
+            all_records.extend(records)
+            selections.append(selection)
+            queries.append(query_outcome(records, selection, bool(selection.detail.get("finished", True))))
+            trace_ids.append(ids)
+            if progress:
+                progress(k + 1, len(prompts), 0)
+            if fraction:
+                fraction((k + 1) / len(prompts))
+        wall_s = time.perf_counter() - start + (previous.get("wall_s") or 0.0)
+        metrics = run_metrics(all_records, selections, wall_s, price_per_million, queries)
+        save_run_metrics(config, run_id, metrics)
+        finish_run(config, run_id, complete=len(selections) == len(prompts))
+    except BaseException:  # Ctrl-C, a failed save (queued in the journal): resumable, not left running
+        mark_interrupted(config, run_id)
+        raise
+    return StrategyRun(run_id, selections, trace_ids, metrics, len(selections) < len(prompts), n_kept, resumed)
+
+
+def _kept_selections(config: StorageConfig, run_id: int) -> dict[tuple[str, str | None], list]:
+    """A resumed run's finished prompts by (prompt, reference), in stored order (a prompt may repeat)."""
+    kept: dict[tuple[str, str | None], list] = {}
+    for selection, ids in stored_selections(config, run_id):
+        if selection.detail.get("finished", True):
+            kept.setdefault((selection.prompt, selection.reference_answer or None), []).append((selection, ids))
+    return kept
+
+
+def _generate_prompt(strategy, loaded, item: PromptItem, fmt: ReasoningFormat, settings: StrategySettings,
+                     stop_event: threading.Event, tick) -> tuple[Selection | None, list[TraceRecord]]:
+    """One prompt's samples and its selection, graded; (None, samples) when Stop cut it short."""
+    ctx = Context(loaded, item.prompt, item.reference_answer or None, fmt, settings, tick, stop_event, item.source)
+    result = strategy.generate(ctx)
+    for r in result.records:
+        r.strategy = strategy.name
+    if stop_event.is_set() and not all(finished_normally(r.stop_reason) for r in result.records):
+        return None, result.records
+    vote = result.vote
+    # The winner was extracted by fmt's rules (a preset's answer format, analysis/answers.py extraction_for).
+    selection = Selection(
+        prompt=item.prompt, reference_answer=item.reference_answer or None, selected_answer=vote.winner,
+        correct=grade(vote.winner, item.reference_answer) if vote.winner is not None and item.reference_answer
+        else (False if item.reference_answer else None),
+        chosen_index=vote.chosen_index, rule=vote.rule,
+        detail={"tally": vote.tally, "note": vote.note, "used_indices": list(vote.used_indices),
+                "tie": vote.tie_description(), "finished": True,
+                "scores": result.scores, "score_name": result.score_name, **result.extra},
+    )
+    return selection, result.records
