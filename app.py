@@ -9,6 +9,7 @@ navigation = st.navigation(
         st.Page("pages/trace.py", title="Trace", icon=":material/search:"),
         st.Page("pages/length_curve.py", title="Accuracy vs length", icon=":material/show_chart:"),
         st.Page("pages/strategies.py", title="Strategies", icon=":material/how_to_vote:"),
+        st.Page("pages/budgets.py", title="Budgets", icon=":material/savings:"),
         st.Page("pages/signals.py", title="Signals", icon=":material/insights:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page("pages/import_export.py", title="Import / export", icon=":material/swap_vert:"),

@@ -269,7 +269,9 @@ def cmd_sweep(args) -> int:
         if args.prompts:
             if args.prompt:
                 raise ValueError("give either --prompt or --prompts, not both")
-            rows, preset, _ = _prompt_rows(args)
+            rows, preset, label = _prompt_rows(args)
+            if args.index is None:  # the whole set: one sweep per prompt, one set-sweep id
+                return _sweep_set(args, rows, preset, label)
             if not 0 <= args.index < len(rows):
                 raise ValueError(f"--index {args.index} is outside the set's {len(rows)} prompts (0 to {len(rows) - 1})")
             prompt, answer = rows[args.index].prompt, answer or rows[args.index].reference_answer
@@ -309,6 +311,116 @@ def cmd_sweep(args) -> int:
         extra["error"] = f"{result.error} (failed cells are not stored; rerun to resume)"
     _print_table(rows, args.json, extra)
     return EXIT_ERROR if result.error else EXIT_OK
+
+
+def _sweep_set(args, rows, preset, label: str) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from generation.models import ModelLoadError
+    from generation.sweep import SetSweepSettings, parse_budgets, run_set_sweep, set_sweep_table
+
+    try:
+        settings = SetSweepSettings(tuple((r.prompt, r.reference_answer) for r in rows), parse_budgets(args.budgets),
+                                    args.samples, temperature=args.temperature, max_answer_tokens=args.max_answer,
+                                    seed=args.seed, set_label=label)
+        if args.free_samples:
+            raise ValueError("--free-samples is for a one-prompt sweep (give --index K)")
+        config = _storage(args)
+        loaded, fmt = _load_for_tcc(args)
+        if preset is not None:
+            fmt = preset.apply(fmt)
+    except (ValueError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with tqdm(desc="sweep", unit="cell", disable=None, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            bar.total = total
+            bar.set_postfix(tokens=tokens, refresh=False)
+            bar.update(done - bar.n)
+
+        result = run_set_sweep(config, loaded, fmt, settings, progress)
+    table = set_sweep_table(config, result.run_id)
+    graded = table.graded()
+    out = []
+    for j, budget in enumerate(table.budgets):
+        acc = graded.accuracy[:, j]
+        out.append({"budget": budget, "prompts_graded": len(graded.prompts),
+                    "accuracy": float(acc.mean()) if len(acc) else None,
+                    "mean_thinking_tokens": float(np.nanmean(table.mean_thinking_tokens[:, j]))
+                    if np.isfinite(table.mean_thinking_tokens[:, j]).any() else None})
+    extra = {"sweep_id": result.run_id, "prompts": len(table.prompts), "missing_cells": result.missing,
+             "per_prompt_accuracy": [[None if np.isnan(v) else float(v) for v in row] for row in table.accuracy]}
+    if not args.json:
+        extra.pop("per_prompt_accuracy")
+        extra["next"] = f"python cli.py budget oracle --sweep {result.run_id}"
+    if result.stopped:
+        extra["note"] = "stopped: run the same command again to resume"
+    if result.error:
+        extra["error"] = f"{result.error} (failed cells are not stored; rerun to resume)"
+    _print_table(out, args.json, extra)
+    return EXIT_ERROR if result.error else EXIT_OK
+
+
+def cmd_budget(args) -> int:
+    from analysis.budget_oracle import OracleSettings, exact_frontier, fixed_points, lagrangian_frontier, tokens_saved
+    from generation.sweep import set_sweep_table
+    from storage.errors import StorageError
+
+    try:
+        table = set_sweep_table(_storage(args), args.sweep).graded()
+        if not table.prompts:
+            raise ValueError(f"sweep {args.sweep} has no prompt graded at every budget: the oracle needs "
+                             "reference answers and a stored sample at each budget")
+        acc, cost = table.accuracy, table.mean_thinking_tokens
+        frontier = exact_frontier(acc, cost)
+        savings = tokens_saved(acc, cost, OracleSettings(n_bootstrap=args.bootstrap, seed=args.seed))
+    except (ValueError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    hull = {q.choice for q in lagrangian_frontier(acc, cost)}
+    rows = [{"mean_thinking_tokens": q.mean_cost, "accuracy": q.mean_accuracy, "hull_vertex": q.choice in hull,
+             "budgets": [table.budgets[b] for b in q.choice]} for q in frontier]
+    if not args.json:
+        for r in rows:
+            r["budgets"] = ",".join(map(str, r["budgets"]))
+    fixed = [{"budget": table.budgets[j], "mean_thinking_tokens": q.mean_cost, "accuracy": q.mean_accuracy}
+             for j, q in enumerate(fixed_points(acc, cost))]
+    extra = {"sweep_id": args.sweep, "prompts": len(table.prompts), "fixed_budgets": fixed,
+             "best_fixed_budget": table.budgets[savings.best_fixed_index],
+             "best_fixed_accuracy": savings.best_fixed_accuracy, "oracle_tokens_at_that_accuracy": savings.oracle_cost,
+             "tokens_saved": savings.saved_tokens, "fraction_saved": savings.saved_fraction,
+             "fraction_saved_interval": list(savings.interval) if savings.interval else None}
+    _print_table(rows, args.json, extra)
+    return EXIT_OK
+
+
+def cmd_budget_policy(args) -> int:
+    from generation.decoding import SamplingConfig
+    from generation.models import ModelLoadError
+    from generation.strategies import StrategySettings
+    from generation.strategies.adaptive import run_policy_on_sweep
+    from storage.errors import StorageError
+
+    try:
+        config = _storage(args)
+        loaded, fmt = _load_for_tcc(args)
+        settings = StrategySettings(n=1, probe_tokens=args.probe_tokens,
+                                    sampling=SamplingConfig(args.temperature, 1.0, args.probe_tokens + 1,
+                                                            args.max_answer, args.seed))
+        run, split, mapping = run_policy_on_sweep(config, loaded, fmt, args.sweep, args.policy, settings)
+    except (ValueError, ModelLoadError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = [{"prompt": s.prompt, "reference": s.reference_answer, "selected": s.selected_answer, "correct": s.correct,
+             "budget": s.detail.get("chosen_budget")} for s in run.selections]
+    extra = {"run_id": run.run_id, "policy": args.policy, "calibration_prompts": list(split.calibration),
+             "test_prompts": list(split.test), "mapping": [list(m) for m in mapping] or None,
+             "accuracy": run.metrics.get("accuracy"), "thinking_tokens_per_query": run.metrics.get("thinking_tokens_per_query"),
+             "next": f"Budgets page, sweep {args.sweep}"}
+    _print_table(rows, args.json, extra)
+    return EXIT_OK
 
 
 def _prompt_rows(args):
@@ -358,6 +470,7 @@ def cmd_run(args) -> int:
         sampling = SamplingConfig(args.temperature, 0.95, args.max_thinking, args.max_answer, args.seed)
         settings = StrategySettings(sampling=sampling, n=args.n, min_thinking_tokens=args.min_thinking,
                                     max_waits=args.max_waits, effort=args.effort)
+        get_strategy(args.strategy).validate(settings)  # refused settings: before the model loads
         config = _storage(args)
         loaded, fmt = _load_for_tcc(args)
         if preset is not None:  # its system prompt joins the chat, its answer format grades (Preset.apply)
@@ -560,10 +673,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "float32, or bfloat16 (near-threshold divergences are recomputed in float32)")
     ana.set_defaults(func=cmd_analyze)
 
-    swp = sub.add_parser("sweep", help="accuracy vs thinking budget for one prompt (resumable)")
+    swp = sub.add_parser("sweep", help="accuracy vs thinking budget for one prompt or a prompt set (resumable)")
     swp.add_argument("--prompt", help="the prompt (or --prompts SOURCE with --index K)")
     swp.add_argument("--prompts", help="prompt set: a file, hf:ID[:CONFIG[:SPLIT]], a preset or set:NAME")
-    swp.add_argument("--index", type=int, default=0, help="with --prompts: which prompt of the set (0-based)")
+    swp.add_argument("--index", type=int, help="with --prompts: sweep only this prompt of the set (0-based); "
+                                                "without it, every prompt (a set sweep for `budget oracle`)")
     swp.add_argument("--answer", help="reference answer (without one, accuracy is unknown)")
     swp.add_argument("--budgets", required=True, help="thinking budgets, increasing, e.g. 32,64,128")
     swp.add_argument("--samples", type=int, default=8, help="samples per budget")
@@ -572,6 +686,28 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--max-answer", type=int, default=48)
     swp.add_argument("--seed", type=int, default=0)
     swp.set_defaults(func=cmd_sweep)
+
+    bud = sub.add_parser("budget", help="adaptive budgets: what a per-prompt budget oracle would save")
+    bud_sub = bud.add_subparsers(dest="budget_command", required=True)
+    orc = bud_sub.add_parser("oracle", help="the per-prompt oracle frontier of a set sweep (cli.py sweep --prompts)")
+    orc.add_argument("--sweep", type=int, required=True, help="the set sweep's id (printed by cli.py sweep)")
+    orc.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over prompts (0: none)")
+    orc.add_argument("--seed", type=int, default=0)
+    orc.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    orc.set_defaults(func=cmd_budget)
+    pol = bud_sub.add_parser("policy", help="run an L2 policy on a set sweep's test split (fitted on the other half)")
+    pol.add_argument("--sweep", type=int, required=True, help="the set sweep's id")
+    pol.add_argument("--policy", required=True, choices=["adaptive_probe", "self_budget"])
+    pol.add_argument("--probe-tokens", type=int, default=32, help="thinking budget of the probe or the estimate")
+    pol.add_argument("--max-answer", type=int, default=48)
+    pol.add_argument("--temperature", type=float, default=0.0)
+    pol.add_argument("--seed", type=int, default=0)
+    pol.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pol.add_argument("--model", default="embedded:SmolLM2-135M-Instruct", help="embedded model, HF id or directory")
+    pol.add_argument("--trust-remote-code", action="store_true")
+    _device_options(pol)
+    _backend_options(pol)
+    pol.set_defaults(func=cmd_budget_policy)
 
     run = sub.add_parser("run", help="run a test-time-compute strategy over a prompt set")
     run.add_argument("--strategy", required=True, help="greedy, self_consistency, borda, deepconf_online, ...")

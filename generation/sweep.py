@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from analysis.length_curve import LengthCurve, LengthSample, budget_curve, quantile_curve
 from analysis.reasoning import ReasoningFormat
 from generation.backends import Backend, as_backend, require
@@ -27,9 +29,8 @@ from generation.decoding import SamplingConfig
 from generation.models import LoadedModel
 from generation.strategies.runner import JobFraction, batch_share, run_metrics, sample_outcome
 from storage.config import StorageConfig
-from storage.errors import StorageError
-from storage.runs import (SweepCell, finish_run, resume_or_create_run, run_trace_records, save_run_metrics,
-                          save_sweep_traces, sweep_cells)
+from storage.runs import (SweepCell, complete_run_with, finish_run, get_run, identity_key, mark_interrupted,
+                          resume_or_create_run, run_trace_records, save_run_metrics, save_sweep_traces, sweep_cells)
 
 FREE = 0  # the budget value of free-running cells
 SweepProgress = Callable[[int, int, int], None]  # (cells done, cells total, tokens in the current batch)
@@ -145,7 +146,7 @@ def run_sweep(
             records = generate_batch(loaded, rows, fmt, BatchSettings(settings.sampling(seed)), stop_event,
                                      tick if progress or fraction else None)
         except BaseException:
-            _interrupted(config, run_id)
+            mark_interrupted(config, run_id)
             raise
         # Stopped and failed rows are not results: they stay missing, and a rerun generates them.
         finished = [(cell, r) for cell, r in zip(chunk, records) if r.stop_reason not in ("stopped", "error")]
@@ -161,7 +162,7 @@ def run_sweep(
         try:
             saved = save_sweep_traces(config, run_id, key, [r for _, r in finished], new_cells)
         except BaseException:
-            _interrupted(config, run_id)  # e.g. queued in the journal: stored later, but this sweep ends here
+            mark_interrupted(config, run_id)  # e.g. queued in the journal: stored later, but this sweep ends here
             raise
         for cell in saved:
             stored[(cell.budget, cell.sample_index)] = cell
@@ -184,13 +185,6 @@ def run_sweep(
     return SweepResult(key, cells, len(generated), run_id, stop_event.is_set(), len(wanted) - len(cells), error)
 
 
-def _interrupted(config: StorageConfig, run_id: int) -> None:
-    try:
-        finish_run(config, run_id, complete=False)
-    except StorageError:
-        pass  # the database is busy: the run reads as interrupted once this process is gone anyway
-
-
 def curves(cells: list[SweepCell]) -> tuple[LengthCurve, LengthCurve]:
     """(accuracy per budget, free-running samples by length quantile); sample ids are trace ids."""
     budgeted = [LengthSample(c.trace_id, c.n_thinking_tokens, c.correct, c.budget) for c in cells if c.budget != FREE]
@@ -205,3 +199,148 @@ def parse_budgets(text: str) -> tuple[int, ...]:
         return tuple(int(p) for p in parts)
     except ValueError:
         raise ValueError(f"Budgets must be whole numbers separated by commas, got {text!r}.") from None
+
+
+@dataclass(frozen=True)
+class SetSweepSettings:
+    """The same sweep over every prompt of a set: each prompt is its own resumable sweep (its cells
+    keyed as SweepSettings.key), and one "set_sweep" run lists them so the set has one id."""
+
+    prompts: tuple[tuple[str, str | None], ...]  # (prompt, reference answer or None)
+    budgets: tuple[int, ...]
+    samples_per_budget: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_answer_tokens: int = 48
+    seed: int = 0
+    batch_size: int = 16
+    set_label: str = ""  # where the prompts came from (a file, set:NAME), shown with the sweep
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", tuple((p, r or None) for p, r in self.prompts))
+        if not self.prompts:
+            raise ValueError("The prompt set is empty: give at least one prompt.")
+        for prompt, reference in self.prompts:
+            self.for_prompt(prompt, reference)  # every prompt's sweep validates itself
+
+    def for_prompt(self, prompt: str, reference: str | None) -> SweepSettings:
+        return SweepSettings(prompt, reference, self.budgets, self.samples_per_budget, temperature=self.temperature,
+                             top_p=self.top_p, max_answer_tokens=self.max_answer_tokens, seed=self.seed,
+                             batch_size=self.batch_size)
+
+    def key(self, model: str, fmt: ReasoningFormat) -> str:
+        return identity_key([[self.for_prompt(p, r).key(model, fmt) for p, r in self.prompts],
+                             list(self.budgets), self.samples_per_budget])
+
+
+@dataclass(frozen=True)
+class SetSweepResult:
+    run_id: int  # the set sweep's id (cli.py budget oracle --sweep ID)
+    per_prompt: list[SweepResult]  # in prompt order; shorter than the set when stopped
+    stopped: bool
+    missing: int  # cells still not stored
+    error: str | None = None
+
+
+def run_set_sweep(
+    config: StorageConfig,
+    loaded: LoadedModel | Backend,
+    fmt: ReasoningFormat,
+    settings: SetSweepSettings,
+    progress: SweepProgress | None = None,
+    stop_event: threading.Event | None = None,
+    fraction: JobFraction | None = None,
+) -> SetSweepResult:
+    """run_sweep for each prompt in turn; progress counts cells over the whole set. Stopped or
+    killed, it resumes: the set's run by its key, each prompt's cells by theirs."""
+    backend = as_backend(loaded)
+    stop_event = stop_event or threading.Event()
+    key = settings.key(backend.name, fmt)
+    stored = {"set_key": key, "set_label": settings.set_label, "budgets": list(settings.budgets),
+              "samples_per_budget": settings.samples_per_budget, "temperature": settings.temperature,
+              "format": fmt.to_dict(), "prompts": [list(pr) for pr in settings.prompts],
+              "sweep_keys": [settings.for_prompt(p, r).key(backend.name, fmt) for p, r in settings.prompts]}
+    run_id = complete_run_with(config, backend.name, "set_sweep", "set_key", key)
+    if run_id is None:
+        run_id, _ = resume_or_create_run(config, backend.name, "set_sweep", stored, "set_key")
+    per_cell = len(settings.budgets) * settings.samples_per_budget
+    total = per_cell * len(settings.prompts)
+    results: list[SweepResult] = []
+    error = None
+    try:
+        for k, (prompt, reference) in enumerate(settings.prompts):
+            if stop_event.is_set():
+                break
+            before = k * per_cell
+
+            def tick(done: int, _total: int, tokens: int, before: int = before) -> None:
+                if progress:
+                    progress(before + done, total, tokens)
+
+            def share(value: float, before: int = before) -> None:
+                if fraction:
+                    fraction((before + value * per_cell) / total)
+
+            result = run_sweep(config, loaded, fmt, settings.for_prompt(prompt, reference), tick, stop_event, share)
+            results.append(result)
+            if result.error:
+                error = f"prompt {k + 1}: {result.error}"
+                break
+            if result.stopped:
+                break
+    except BaseException:
+        markmark_interrupted(config, run_id)
+        raise
+    missing = total - sum(len(r.cells) for r in results)
+    finish_run(config, run_id, complete=missing == 0)
+    return SetSweepResult(run_id, results, stop_event.is_set(), missing, error)
+
+
+@dataclass(frozen=True)
+class SetSweepTable:
+    """A stored set sweep as arrays for analysis/budget_oracle.py: [prompts, budgets]."""
+
+    run_id: int
+    model: str
+    prompts: list[tuple[str, str | None]]
+    budgets: tuple[int, ...]
+    accuracy: np.ndarray  # [prompts, budgets] share of graded samples correct; NaN: none graded
+    mean_thinking_tokens: np.ndarray  # [prompts, budgets]; NaN: no sample stored
+    n_graded: np.ndarray  # [prompts, budgets] int
+    trace_ids: list[list[list[int]]]  # [prompt][budget] -> the traces behind each cell
+
+    def graded(self) -> "SetSweepTable":
+        """Only the prompts with a grade at every budget (the oracle needs a full row)."""
+        keep = [i for i in range(len(self.prompts)) if (self.n_graded[i] > 0).all()]
+        return SetSweepTable(self.run_id, self.model, [self.prompts[i] for i in keep], self.budgets,
+                             self.accuracy[keep], self.mean_thinking_tokens[keep], self.n_graded[keep],
+                             [self.trace_ids[i] for i in keep])
+
+
+def set_sweep_table(config: StorageConfig, run_id: int) -> SetSweepTable:
+    """The per-prompt accuracy and thinking tokens at each budget of a stored set sweep."""
+    run = get_run(config, run_id)
+    if run is None or run["strategy"] != "set_sweep":
+        raise ValueError(f"run {run_id} is not a sweep over a prompt set "
+                         f"({'no such run' if run is None else 'it is a ' + run['strategy'] + ' run'})")
+    s = run["settings"]
+    budgets = tuple(s["budgets"])
+    n_p, n_b = len(s["prompts"]), len(budgets)
+    acc = np.full((n_p, n_b), np.nan)
+    tokens = np.full((n_p, n_b), np.nan)
+    graded = np.zeros((n_p, n_b), dtype=np.int64)
+    ids: list[list[list[int]]] = [[[] for _ in budgets] for _ in range(n_p)]
+    column = {b: j for j, b in enumerate(budgets)}
+    for i, sweep_key in enumerate(s["sweep_keys"]):
+        by_budget: dict[int, list[SweepCell]] = {}
+        for cell in sweep_cells(config, sweep_key):
+            if cell.budget in column and cell.sample_index < s["samples_per_budget"]:
+                by_budget.setdefault(cell.budget, []).append(cell)
+        for b, cells in by_budget.items():
+            j = column[b]
+            grades = [c.correct for c in cells if c.correct is not None]
+            graded[i, j] = len(grades)
+            acc[i, j] = float(np.mean(grades)) if grades else np.nan
+            tokens[i, j] = float(np.mean([c.n_thinking_tokens for c in cells]))
+            ids[i][j] = [c.trace_id for c in cells]
+    return SetSweepTable(run_id, run["model"], [tuple(p) for p in s["prompts"]], budgets, acc, tokens, graded, ids)

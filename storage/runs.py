@@ -209,6 +209,58 @@ def resume_or_create_run(config: StorageConfig, model: str, strategy: str, setti
     return write(config, work)
 
 
+def get_run(config: StorageConfig, run_id: int) -> dict | None:
+    """A run's model, strategy, settings and status (run_status), or None when there is no such run."""
+    with connect(config, read_only=True) as con:
+        row = con.execute("SELECT model, strategy, settings, status, owner_pid FROM runs WHERE run_id = ?",
+                          [run_id]).fetchone()
+    if row is None:
+        return None
+    model, strategy, settings, status, pid = row
+    return {"run_id": run_id, "model": model, "strategy": strategy, "settings": json.loads(settings),
+            "status": run_status(status, pid)}
+
+
+def complete_run_with(config: StorageConfig, model: str, strategy: str, key_name: str, value: str) -> int | None:
+    """The newest complete run of this model and strategy whose settings[key_name] is `value`."""
+    with connect(config, read_only=True) as con:
+        row = con.execute(
+            """SELECT run_id FROM runs WHERE model = ? AND strategy = ? AND status = 'complete'
+                 AND json_extract_string(settings, '$.' || ?) = ? ORDER BY created_at DESC, run_id DESC LIMIT 1""",
+            [model, strategy, key_name, value]).fetchone()
+    return None if row is None else int(row[0])
+
+
+def strategy_runs_over(config: StorageConfig, model: str, prompts: Sequence[str]) -> list[dict]:
+    """The complete strategy runs of `model` over some of `prompts` (all, or a split such as a policy's
+    test half), each with the positions in `prompts` it covers and, there, its per-prompt grade and
+    thinking tokens (summed over the prompt's samples, probes and estimates included): what the
+    Budgets page puts beside a set sweep as policies."""
+    wanted = set(prompts)
+    with connect(config, read_only=True) as con:
+        rows = con.execute(
+            """SELECT r.run_id, r.strategy, s.prompt, s.correct, s.detail FROM runs r
+               JOIN strategy_selections s ON s.run_id = r.run_id
+               WHERE r.model = ? AND r.status = 'complete' AND r.strategy NOT IN ('sweep', 'set_sweep')
+               ORDER BY r.run_id, s.selection_id""", [model]).fetchall()
+        by_run: dict[int, dict] = {}
+        for run_id, strategy, prompt, correct, detail in rows:
+            run = by_run.setdefault(int(run_id), {"run_id": int(run_id), "strategy": strategy, "prompts": {}})
+            run["prompts"][prompt] = (correct, [int(i) for i in json.loads(detail).get("trace_ids", [])])
+        runs = [r for r in by_run.values() if set(r["prompts"]) <= wanted]
+        ids = sorted({i for r in runs for _, tids in r["prompts"].values() for i in tids})
+        thinking = dict(con.execute("SELECT trace_id, n_thinking_tokens FROM traces WHERE list_contains(?, trace_id)",
+                                    [ids]).fetchall()) if ids else {}
+    out = []
+    for r in runs:
+        positions = [k for k, p in enumerate(prompts) if p in r["prompts"]]
+        out.append({"run_id": r["run_id"], "strategy": r["strategy"], "positions": positions,
+                    "correct": [r["prompts"][prompts[k]][0] for k in positions],
+                    "thinking_tokens": [sum(thinking.get(i, 0) for i in r["prompts"][prompts[k]][1])
+                                        for k in positions]})
+    return out
+
+
 def identity_key(identity: object) -> str:
     """The value resume_or_create_run matches on: a hash of everything that makes two runs the
     same experiment (model, strategy, settings, format, the prompts and their references)."""

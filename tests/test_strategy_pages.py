@@ -80,3 +80,26 @@ def test_strategies_page_refuses_n_zero(app_db):
     at = _page("pages/strategies.py")
     at.number_input(key="strat_n").set_value(0).run()
     assert any("N must be at least 1" in e.value for e in at.error)
+
+
+def test_length_curve_page_sweeps_a_prompt_set_and_links_budgets(app_db):
+    from storage.prompt_sets import PromptRow, save_prompt_set
+    from storage.runs import get_run
+
+    save_prompt_set(app_db, "two-sums", "test", [PromptRow("What is 2 + 6?", "8"), PromptRow("What is 3 + 4?", "7")])
+    at = _page("pages/length_curve.py")
+    at.radio(key="sweep_mode").set_value("A prompt set").run()
+    at.selectbox(key="sweep_set::choice").set_value("two-sums")
+    at.text_input(key="sweep_budgets").input("4,8")
+    at.number_input(key="sweep_samples").set_value(1)
+    at.run()
+    at.button(key="sweep_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    caption = next(c.value for c in at.caption if c.value.startswith("Set sweep #"))
+    run_id = int(caption.split("#")[1].split(" ")[0])
+    assert get_run(app_db, run_id)["status"] == "complete" and "4 of 4 cells stored" in caption
+    table = at.dataframe[0].value
+    assert list(table["prompt"]) == ["What is 2 + 6?", "What is 3 + 4?"]
+    assert {"accuracy at 4", "accuracy at 8"} <= set(table.columns)
+    assert any('page: "budgets"' in str(link.proto) and f"sweep={run_id}" in str(link.proto) for link in at.get("page_link"))

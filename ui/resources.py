@@ -40,3 +40,13 @@ def storage_config() -> StorageConfig:
 def cached_trace(config: StorageConfig, trace_id: int) -> StoredTrace | None:
     # Stored traces never change, so caching by (database, id) is safe.
     return get_trace(config, trace_id)
+
+
+@st.cache_data(max_entries=16, show_spinner="Solving the per-prompt oracle…")
+def cached_oracle(accuracy_pb, cost_pb, n_bootstrap: int = 1000):
+    # Keyed by the arrays themselves: a set sweep that gains cells gets a new entry, an unchanged one
+    # is not solved again (the bootstrap re-solves the knapsack 1,000 times).
+    from analysis.budget_oracle import OracleSettings, exact_frontier, lagrangian_frontier, tokens_saved
+
+    return (exact_frontier(accuracy_pb, cost_pb), lagrangian_frontier(accuracy_pb, cost_pb),
+            tokens_saved(accuracy_pb, cost_pb, OracleSettings(n_bootstrap=n_bootstrap)))

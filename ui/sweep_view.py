@@ -11,10 +11,13 @@ from analysis.reasoning import ReasoningFormat
 from generation.backends import BackendUnavailable
 from generation.models import LoadedModel
 from generation.streaming import BackgroundJob
-from generation.sweep import FREE, SweepResult, SweepSettings, curves, parse_budgets, run_sweep
+from generation.prompt_sets import Preset
+from generation.sweep import (FREE, SetSweepResult, SetSweepSettings, SweepResult, SweepSettings, curves, parse_budgets,
+                              run_set_sweep, run_sweep)
 from storage.config import StorageConfig
 from ui.curve_charts import length_curve_figure
 from ui.live import follow_with_bar
+from ui.prompt_set_picker import prompt_set_picker
 from ui.tables import Col, show_table
 
 PROMPTS_FILE = Path(__file__).resolve().parent.parent / "sample_data" / "prompts.jsonl"
@@ -41,37 +44,57 @@ def prompt_input(key: str) -> tuple[str, str]:
     return item["prompt"], str(item["answer"])
 
 
-def sweep_inputs() -> SweepSettings | None:
-    prompt, reference = prompt_input("sweep")
+def sweep_inputs() -> tuple[SweepSettings | SetSweepSettings | None, Preset | None]:
+    """The sweep to run (one prompt, or every prompt of a stored set) and the set's preset, if any."""
+    whole_set = st.radio("Sweep over", ["One prompt", "A prompt set"], horizontal=True, key="sweep_mode",
+                         help="A prompt set sweeps every prompt with the same budgets: per-prompt accuracy at each "
+                              "budget, and the Budgets page's oracle.") == "A prompt set"
+    picked, preset = None, None
+    if whole_set:
+        picked = prompt_set_picker("sweep_set")
+        preset = picked[1] if picked else None
+    else:
+        prompt, reference = prompt_input("sweep")
     c1, c2, c3, c4, c5 = st.columns(5)
     budgets = c1.text_input("Thinking budgets (tokens)", "32,64,128,256", key="sweep_budgets")
     samples = c2.number_input("Samples per budget", 0, 64, 4, key="sweep_samples")
-    free = c3.number_input("Free-running samples", 0, 256, 4, key="sweep_free",
-                           help="Sampled without a budget (capped at twice the largest), binned by length quantiles.")
+    free = 0 if whole_set else c3.number_input(
+        "Free-running samples", 0, 256, 4, key="sweep_free",
+        help="Sampled without a budget (capped at twice the largest), binned by length quantiles.")
     temperature = c4.number_input("Temperature", 0.0, 2.0, 0.7, 0.1, key="sweep_temperature")
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key="sweep_seed")
-    if not prompt:
-        st.info("Pick a prompt from the prompt set or type one.")
-        return None
     try:
+        if whole_set:
+            if picked is None:
+                return None, None
+            rows, _, label = picked
+            return SetSweepSettings(tuple((r.prompt, r.reference_answer) for r in rows), parse_budgets(budgets),
+                                    int(samples), temperature=float(temperature), seed=int(seed),
+                                    set_label=label), preset
+        if not prompt:
+            st.info("Pick a prompt from the prompt set or type one.")
+            return None, None
         return SweepSettings(prompt, reference or None, parse_budgets(budgets), int(samples), int(free),
-                             temperature=float(temperature), seed=int(seed))
+                             temperature=float(temperature), seed=int(seed)), None
     except ValueError as exc:
         st.error(str(exc))
-        return None
+        return None, None
 
 
 JOB = "sweep_job"  # (BackgroundJob, SweepSettings) while a sweep runs: it outlives the script run that started it
 
 
-def start_sweep(config: StorageConfig, loaded: LoadedModel, fmt: ReasoningFormat, settings: SweepSettings) -> None:
+def start_sweep(config: StorageConfig, loaded: LoadedModel, fmt: ReasoningFormat,
+                settings: SweepSettings | SetSweepSettings) -> None:
     """Start the sweep on its own thread; the page follows it (follow_sweep) on this and later reruns."""
     if (previous := st.session_state.get(JOB)) is not None:
         previous[0].stop()
         previous[0].wait(30)
 
+    run = run_set_sweep if isinstance(settings, SetSweepSettings) else run_sweep
+
     def work(stop, report):
-        return run_sweep(config, loaded, fmt, settings,
+        return run(config, loaded, fmt, settings,
                          lambda done, total, tokens: report(done=done, total=total, tokens=tokens), stop,
                          fraction=lambda share: report(fraction=share))
 
@@ -96,7 +119,10 @@ def follow_sweep() -> None:
         st.error(f"{job.result.error}. Failed cells are not stored: run again to resume.")
 
 
-def show_result(result: SweepResult, settings: SweepSettings) -> None:
+def show_result(result: SweepResult | SetSweepResult, settings: SweepSettings | SetSweepSettings) -> None:
+    if isinstance(result, SetSweepResult):
+        show_set_result(result, settings)
+        return
     by_budget, by_length = curves(result.cells)
     st.caption(f"{len(result.cells)} cells stored · {result.generated} generated now · sweep key {result.key[:12]}")
     if result.stopped or result.missing:
@@ -144,3 +170,34 @@ def _point_links(points) -> None:
     chosen = st.selectbox("Traces behind a point", labels, key="sweep_point")
     for trace_id in points[labels.index(chosen)].sample_ids:
         st.page_link("pages/trace.py", label=f"Trace #{trace_id}", query_params={"id": trace_id})
+
+
+def show_set_result(result: SetSweepResult, settings: SetSweepSettings) -> None:
+    """A set sweep: accuracy per budget over all its prompts' samples, per-prompt accuracy, the way on."""
+    cells = [c for r in result.per_prompt for c in r.cells]
+    total = len(settings.prompts) * len(settings.budgets) * settings.samples_per_budget
+    st.caption(f"Set sweep #{result.run_id} · {len(settings.prompts)} prompts · {len(cells)} of {total} cells stored")
+    if result.stopped or result.missing:
+        st.warning(f"{'Stopped: ' if result.stopped else ''}{total - result.missing} of {total} cells kept; "
+                   "run again to resume.")
+    if result.error:
+        st.error(f"{result.error}. Failed cells are not stored: run again to resume.")
+    by_budget, _ = curves(cells)
+    if by_budget.points:
+        st.plotly_chart(length_curve_figure(by_budget, curves([])[1]), width="stretch")
+    else:
+        st.info("No accuracy yet: no sample has finished and been graded (prompts need reference answers).")
+    frame = pd.DataFrame([
+        {"prompt": prompt, **{f"accuracy at {b}": _share([c.correct for c in r.cells if c.budget == b])
+                              for b in settings.budgets}}
+        for (prompt, _), r in zip(settings.prompts, result.per_prompt)])
+    show_table(frame, [Col("prompt", "prompt", "long_text")]
+               + [Col(f"accuracy at {b}", f"accuracy at {b}", "percent") for b in settings.budgets],
+               key="sweep_set_prompts", empty="No prompt swept yet.")
+    st.page_link("pages/budgets.py", label="What would a per-prompt budget save? Open Budgets",
+                 icon=":material/savings:", query_params={"sweep": result.run_id})
+
+
+def _share(grades: list[bool | None]) -> float | None:
+    graded = [g for g in grades if g is not None]
+    return sum(graded) / len(graded) if graded else None

@@ -40,6 +40,12 @@ class StrategySettings:
     beam_width: int = 2  # M: children per beam (beam search, DVTS)
     max_steps: int = 6  # search rounds; the last one runs to the end
     step_aggregate: str = "last"  # how a beam's step scores combine: one of STEP_AGGREGATES
+    # adaptive_probe (docs/METHODS.md §9): the first pass's thinking budget, and the fitted mapping from
+    # its self-certainty to the final budget: (lowest self-certainty of the bin, budget), thresholds
+    # increasing; a confidence below every threshold gets the first bin's budget.
+    probe_tokens: int = 32
+    budget_map: tuple[tuple[float, int], ...] = ()
+    calibration: str = ""  # which prompts the mapping was fitted on (stored with the run)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -53,12 +59,21 @@ class StrategySettings:
         BudgetForcing(self.min_thinking_tokens, self.max_waits)
         if self.beam_width < 1 or self.max_steps < 1 or self.step_aggregate not in STEP_AGGREGATES:
             raise ValueError(f"beam_width and max_steps must be >= 1; step_aggregate one of {', '.join(STEP_AGGREGATES)}")
+        if self.probe_tokens < 1:
+            raise ValueError(f"probe_tokens must be >= 1 (got {self.probe_tokens})")
+        object.__setattr__(self, "budget_map", tuple((float(t), int(b)) for t, b in self.budget_map))
+        thresholds = [t for t, _ in self.budget_map]
+        if any(b < 1 for _, b in self.budget_map) or thresholds != sorted(set(thresholds)):
+            raise ValueError("budget_map needs budgets >= 1 and strictly increasing confidence thresholds")
 
     def to_dict(self) -> dict:
         return {"sampling": self.sampling.to_dict(), "n": self.n, "borda_p": self.borda_p, "alpha": self.alpha,
                 "eta": self.eta, "warmup": self.warmup, "window": self.window,
                 "min_thinking_tokens": self.min_thinking_tokens, "max_waits": self.max_waits, "effort": self.effort,
-                "beam_width": self.beam_width, "max_steps": self.max_steps, "step_aggregate": self.step_aggregate}
+                "beam_width": self.beam_width, "max_steps": self.max_steps, "step_aggregate": self.step_aggregate,
+                # only when used: older runs keep the identity (resume key) they were stored with
+                **({"probe_tokens": self.probe_tokens, "budget_map": [list(m) for m in self.budget_map],
+                    "calibration": self.calibration} if self.budget_map or self.calibration else {})}
 
 
 @dataclass

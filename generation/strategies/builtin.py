@@ -13,6 +13,7 @@ from analysis.voting import (
     majority_vote,
 )
 from generation.batch import BudgetForcing, EarlyStop
+from generation.strategies.adaptive import adaptive_probe, check_probe, self_budget
 from generation.strategies.search import beam_search, check_search, dvts
 from generation.strategies.base import (
     EFFORT_BUDGETS,
@@ -136,5 +137,10 @@ STRATEGIES: dict[str, Strategy] = {
                  beam_search, ("token_ids",) + _LOGITS, check_search),
         Strategy("dvts", "DVTS", "n/M independent subtrees, each keeps its best of M next steps", dvts,
                  ("token_ids",) + _LOGITS, check_search),
+        Strategy("adaptive_probe", "Adaptive budget (probe)",
+                 "a short probe; its self-certainty picks the budget (mapping fitted on calibration prompts)",
+                 adaptive_probe, ("budget_forcing",) + _LOGITS, check_probe),
+        Strategy("self_budget", "Self-stated budget", "the model states the thinking tokens it needs, then is held "
+                 "to them by budget forcing", self_budget, ("budget_forcing",)),
     )
 }
