@@ -56,4 +56,4 @@ def test_adaptive_probe_without_a_mapping_is_refused_clearly(tmp_path, capsys):
     path.write_text(json.dumps({"prompt": "What is 2 + 6?", "answer": "8"}) + "\n")
     assert cli.main(["--db", str(tmp_path / "x.duckdb"), "run", "--strategy", "adaptive_probe",
                      "--prompts", str(path)]) == cli.EXIT_USAGE
-    assert "budget policy --sweep ID --policy adaptive_probe" in capsys.readouterr().err
+    assert "budget policy --sweep ID --policy" in capsys.readouterr().err

@@ -56,3 +56,24 @@ def test_budgets_page_without_a_set_sweep_says_how_to_make_one(tmp_path, monkeyp
     at.run()
     assert not at.exception
     assert any("No sweep over a prompt set" in i.value for i in at.info)
+
+
+def test_budgets_page_runs_a_policy_on_the_test_split(embedded, model_cache_dir, tmp_path, monkeypatch):
+    db = tmp_path / "policy.duckdb"
+    sweep = run_set_sweep(StorageConfig(db), embedded, ReasoningFormat(),
+                          SetSweepSettings(PROMPTS, (4, 12), 1, max_answer_tokens=6))
+    monkeypatch.setenv("THINKSCOPE_DB", str(db))
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=180)
+    at.run()
+    at.switch_page("pages/budgets.py").run()
+    at.toggle(key="budgets_policy_on").set_value(True).run()
+    at.selectbox(key="budgets_policy").set_value("self_budget")
+    at.number_input(key="budgets_probe").set_value(4).run()
+    at.button(key="budgets_policy_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("self_budget run #" in s.value and "1 of 1 test prompts" in s.value for s in at.success)
+    labels = list(at.dataframe[0].value["label"])
+    assert any(label.startswith("self_budget (run #") and "1 of 2 prompts" in label for label in labels)
+    assert sweep.run_id

@@ -7,12 +7,19 @@ import streamlit as st
 
 from analysis.budget_oracle import (FrontierPoint, OracleSettings, PolicyRow, Savings, fixed_points, policy_row,
                                    tokens_saved)
+from generation.backends import BackendUnavailable
+from generation.decoding import SamplingConfig
+from generation.streaming import BackgroundJob
+from generation.strategies import StrategySettings
+from generation.strategies.adaptive import run_policy_on_sweep
 from generation.sweep import SetSweepTable, set_sweep_table
 from storage.config import StorageConfig
 from storage.runs import list_runs, strategy_runs_over
 from ui.budget_charts import budget_figure
+from ui.live import follow_with_bar, stop_job
 from ui.resources import cached_oracle
 from ui.tables import Col, show_table
+from ui.widgets import model_and_format
 
 
 def pick_set_sweep(config: StorageConfig) -> int | None:
@@ -123,3 +130,44 @@ def _per_prompt_table(table: SetSweepTable, oracle: FrontierPoint, policies: lis
     columns += [Col(f"accuracy at {b}", f"accuracy at {b}", "percent") for b in table.budgets]
     columns += [Col(c, c, "float1") for c in frame.columns if c.endswith(" tokens")]
     show_table(frame, columns, key="budgets_prompts", empty="No prompts.")
+
+
+POLICY_JOB = "budgets_policy_job"  # the running policy (BackgroundJob): it outlives the script run that started it
+
+
+def policy_runner(config: StorageConfig, run_id: int) -> None:
+    """Run adaptive_probe or self_budget on this sweep's test split (fitted on the other half); the
+    model loads only when the user opens this."""
+    if not st.toggle("Run an L2 policy on this sweep", key="budgets_policy_on"):
+        return
+    loaded, fmt = model_and_format()
+    c1, c2 = st.columns(2)
+    policy = c1.selectbox("Policy", ["adaptive_probe", "self_budget"], key="budgets_policy",
+                          help="adaptive_probe: a short probe's self-certainty picks the budget. self_budget: the "
+                               "model states the budget it needs.")
+    probe = c2.number_input("Probe / estimate budget (thinking tokens)", 1, 4096, 32, key="budgets_probe")
+    st.caption("Fitted on the sweep's prompts at even positions (0, 2, …), reported on the odd ones; "
+               "the run stores which.")
+    go_col, stop_col, _ = st.columns([1, 1, 6])
+    go = go_col.button("Run policy", type="primary", key="budgets_policy_run", disabled=fmt is None)
+    stop_col.button("Stop", key="budgets_policy_stop", on_click=stop_job, args=(POLICY_JOB,))
+    if go and fmt is not None:
+        settings = StrategySettings(n=1, probe_tokens=int(probe), sampling=SamplingConfig(0.0, 1.0, int(probe) + 1, 48, 0))
+
+        def work(stop, report):
+            return run_policy_on_sweep(config, loaded, fmt, run_id, policy, settings,
+                                       lambda done, total, tokens: report(done=done, total=total, tokens=tokens,
+                                                                          fraction=done / max(total, 1)), stop)
+
+        st.session_state[POLICY_JOB] = BackgroundJob(work, expected=(BackendUnavailable, ValueError)).start()
+    if (job := st.session_state.get(POLICY_JOB)) is None:
+        return
+    follow_with_bar(job, lambda p: f"{p.get('done', 0)}/{p.get('total', '…')} test prompts")
+    st.session_state.pop(POLICY_JOB, None)
+    if job.error is not None:
+        st.error(str(job.error))
+        return
+    run, split, _ = job.result
+    kept = len(run.selections)
+    note = f"{'Stopped: ' if run.stopped else ''}{policy} run #{run.run_id}: {kept} of {len(split.test)} test prompts"
+    (st.warning if run.stopped else st.success)(note + ("; run again to resume." if run.stopped else "."))

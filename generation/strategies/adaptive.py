@@ -49,9 +49,9 @@ def adaptive_probe(ctx: Context) -> PromptResult:
 
 def check_probe(settings: StrategySettings) -> None:
     if not settings.budget_map:
-        raise ValueError("adaptive_probe needs a confidence-to-budget mapping fitted on calibration prompts: run "
-                         "`python cli.py budget policy --sweep ID --policy adaptive_probe` (it fits on one half of "
-                         "the set sweep's prompts and runs on the other)")
+        raise ValueError("adaptive_probe needs a confidence-to-budget mapping fitted on calibration prompts: run it "
+                         "from the Budgets page (Run an L2 policy) or `python cli.py budget policy --sweep ID --policy "
+                         "adaptive_probe` (it fits on one half of the set sweep's prompts and runs on the other)")
 
 
 def stated_budget(text: str, cap: int) -> int | None:
