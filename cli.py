@@ -409,14 +409,22 @@ def cmd_budget_policy(args) -> int:
         settings = StrategySettings(n=1, probe_tokens=args.probe_tokens,
                                     sampling=SamplingConfig(args.temperature, 1.0, args.probe_tokens + 1,
                                                             args.max_answer, args.seed))
-        run, split, mapping = run_policy_on_sweep(config, loaded, fmt, args.sweep, args.policy, settings)
+        escalate = None
+        if args.escalate_model:
+            from generation.models import ModelSpec, load_model
+
+            escalate = load_model(ModelSpec(args.escalate_model, trust_remote_code=args.trust_remote_code,
+                                            dtype=args.dtype, device=args.device))
+        run, split, fitted = run_policy_on_sweep(config, loaded, fmt, args.sweep, args.policy, settings,
+                                                 escalate=escalate)
     except (ValueError, ModelLoadError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     rows = [{"prompt": s.prompt, "reference": s.reference_answer, "selected": s.selected_answer, "correct": s.correct,
-             "budget": s.detail.get("chosen_budget")} for s in run.selections]
+             "budget": s.detail.get("chosen_budget"), "escalated": s.detail.get("escalated")} for s in run.selections]
     extra = {"run_id": run.run_id, "policy": args.policy, "calibration_prompts": list(split.calibration),
-             "test_prompts": list(split.test), "mapping": [list(m) for m in mapping] or None,
+             "test_prompts": list(split.test),
+             "fitted": [list(m) for m in fitted] if isinstance(fitted, tuple) else fitted,
              "accuracy": run.metrics.get("accuracy"), "thinking_tokens_per_query": run.metrics.get("thinking_tokens_per_query"),
              "next": f"Budgets page, sweep {args.sweep}"}
     _print_table(rows, args.json, extra)
@@ -697,7 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     orc.set_defaults(func=cmd_budget)
     pol = bud_sub.add_parser("policy", help="run an L2 policy on a set sweep's test split (fitted on the other half)")
     pol.add_argument("--sweep", type=int, required=True, help="the set sweep's id")
-    pol.add_argument("--policy", required=True, choices=["adaptive_probe", "self_budget"])
+    pol.add_argument("--policy", required=True, choices=["adaptive_probe", "self_budget", "tiered"])
+    pol.add_argument("--escalate-model", help="tiered: the larger local model (HF id or directory) that "
+                                              "low-confidence prompts go to")
     pol.add_argument("--probe-tokens", type=int, default=32, help="thinking budget of the probe or the estimate")
     pol.add_argument("--max-answer", type=int, default=48)
     pol.add_argument("--temperature", type=float, default=0.0)

@@ -30,6 +30,7 @@ __all__ = [
     "Savings",
     "budget_for",
     "exact_frontier",
+    "fit_escalation_threshold",
     "fit_probe_mapping",
     "fixed_points",
     "frontier_accuracy_at",
@@ -293,3 +294,22 @@ def budget_for(mapping: Sequence[tuple[float, int]], confidence: float) -> int:
         if confidence >= threshold:
             chosen = budget
     return chosen
+
+
+def fit_escalation_threshold(confidence: Sequence[float], small_correct: Sequence[bool],
+                             large_correct: Sequence[bool]) -> float:
+    """tiered's threshold, fitted on calibration prompts (docs/METHODS.md §9): prompts whose small-model
+    self-certainty is below it go to the larger model. Chosen to maximise the calibration accuracy of
+    the two together; on a tie, the lowest threshold (the fewest escalations). Candidates: every
+    calibration confidence, and one below them all (never escalate)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    small, large = np.asarray(small_correct, dtype=bool), np.asarray(large_correct, dtype=bool)
+    if not (conf.shape == small.shape == large.shape) or conf.ndim != 1 or not len(conf) or not np.isfinite(conf).all():
+        raise ValueError("one finite confidence and two grades per calibration prompt are needed")
+    candidates = [float(conf.min()) - 1.0] + sorted(set(conf.tolist())) + [float(conf.max()) + 1.0]
+    best, best_acc = candidates[0], -1.0
+    for tau in candidates:  # ascending: a later candidate wins only when strictly more accurate
+        acc = float(np.where(conf < tau, large, small).mean())
+        if acc > best_acc + 1e-12:
+            best, best_acc = tau, acc
+    return best

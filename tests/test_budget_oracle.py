@@ -122,3 +122,22 @@ def test_policy_row_saved_only_at_equal_accuracy():
     assert policy_row("p", [1.0, 0.0], [5.0, 5.0], s).saved_vs_best_fixed is None
     row = policy_row("p", [1.0, 0.0], [5.0, 5.0], s)
     assert row.accuracy == 0.5 and row.e3 == pytest.approx(0.25 / 5.0)
+
+
+def test_escalation_threshold_against_every_threshold():
+    from analysis.budget_oracle import fit_escalation_threshold
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n = int(rng.integers(1, 7))
+        conf = rng.integers(0, 5, n).astype(float)  # ties on purpose
+        small, large = rng.random(n) < 0.5, rng.random(n) < 0.7
+        tau = fit_escalation_threshold(conf, small, large)
+        acc = lambda t: np.where(conf < t, large, small).mean()  # noqa: E731
+        every = np.concatenate([conf, [conf.min() - 1, conf.max() + 1]])
+        best = max(acc(t) for t in every)
+        assert acc(tau) == pytest.approx(best)
+        # the fewest escalations among the best thresholds
+        assert (conf < tau).sum() == min((conf < t).sum() for t in every if acc(t) == pytest.approx(best))
+    # the large model never helps: never escalate
+    assert fit_escalation_threshold([0.2, 0.9], [True, True], [False, True]) < 0.2

@@ -1,6 +1,7 @@
 """The L2 policies (adaptive_probe, self_budget) on the embedded model over a set sweep's test split,
 stored as strategy runs that the Budgets page and Compare can read."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,9 @@ from generation.sweep import SetSweepSettings, run_set_sweep
 from storage.config import StorageConfig
 from storage.runs import list_runs, list_selections, strategy_runs_over
 
-PROMPTS = (("What is 2 + 6?", "8"), ("What is 3 + 4?", "7"), ("What is 5 + 5?", "10"), ("What is 1 + 2?", "3"))
+SAMPLE_SET = Path(__file__).resolve().parent.parent / "sample_data" / "prompts.jsonl"
+# The first four prompts of the shipped sample set (level-1 sums, with references).
+PROMPTS = tuple((r["prompt"], str(r["answer"])) for r in map(json.loads, SAMPLE_SET.read_text().splitlines()[:4]))
 
 
 def test_stated_budget_reads_the_first_number_and_clamps():
@@ -40,15 +43,31 @@ def test_policies_run_on_the_test_split_and_are_stored(embedded, tmp_path):
     assert all(s.detail["chosen_budget"] in (4, 12) for s in probe.selections)
     stated, _, _ = run_policy_on_sweep(config, embedded, fmt, sweep.run_id, "self_budget", settings)
     assert all(1 <= s.detail["chosen_budget"] <= 12 for s in stated.selections)
+    # tiered: the embedded model escalates to a second copy of itself (two local models)
+    tier, _, threshold = run_policy_on_sweep(config, embedded, fmt, sweep.run_id, "tiered", settings,
+                                             escalate=embedded)
+    assert isinstance(threshold, float)
+    for sel, ids in zip(tier.selections, tier.trace_ids):
+        assert len(ids) == (2 if sel.detail["escalated"] else 1)
+        assert sel.detail["escalated"] == (sel.detail["small_confidence"] is None
+                                           or sel.detail["small_confidence"] < threshold)
     # each prompt keeps its probe/estimate and its final pass; the run says what was fitted on what
     runs = list_runs(config, strategies=("adaptive_probe", "self_budget"))
     assert set(runs["strategy"]) == {"adaptive_probe", "self_budget"} and set(runs["n_traces"]) == {4}
+    assert len(list_runs(config, strategies=("tiered_calibration",))) == 2
     assert "even positions" in runs.iloc[0]["settings"]["calibration"]
     assert list_runs(config, strategies=("probe_calibration",))["n_traces"].tolist() == [2]
     chosen = list_selections(config, probe.run_id)["chosen_trace_id"]
     assert chosen.notna().all() or list_selections(config, probe.run_id)["selected_answer"].isna().any()
     over = {r["run_id"]: r for r in strategy_runs_over(config, embedded.name, [p for p, _ in PROMPTS])}
     assert over[probe.run_id]["positions"] == [1, 3] and over[stated.run_id]["positions"] == [1, 3]
+    assert over[tier.run_id]["positions"] == [1, 3]
+
+
+def test_tiered_without_a_second_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="second, larger model"):
+        run_policy_on_sweep(StorageConfig(tmp_path / "t.duckdb"), object(), ReasoningFormat(), 1, "tiered",
+                            StrategySettings())
 
 
 def test_adaptive_probe_without_a_mapping_is_refused_clearly(tmp_path, capsys):

@@ -11,13 +11,14 @@ from generation.backends import BackendUnavailable
 from generation.decoding import SamplingConfig
 from generation.streaming import BackgroundJob
 from generation.strategies import StrategySettings
-from generation.strategies.adaptive import run_policy_on_sweep
+from generation.models import EMBEDDED_MODEL
+from generation.strategies.adaptive import POLICIES, run_policy_on_sweep
 from generation.sweep import SetSweepTable, set_sweep_table
 from storage.config import StorageConfig
 from storage.runs import list_runs, strategy_runs_over
 from ui.budget_charts import budget_figure
 from ui.live import follow_with_bar, stop_job
-from ui.resources import cached_oracle
+from ui.resources import cached_model, cached_oracle
 from ui.tables import Col, show_table
 from ui.widgets import model_and_format
 
@@ -142,10 +143,14 @@ def policy_runner(config: StorageConfig, run_id: int) -> None:
         return
     loaded, fmt = model_and_format()
     c1, c2 = st.columns(2)
-    policy = c1.selectbox("Policy", ["adaptive_probe", "self_budget"], key="budgets_policy",
+    policy = c1.selectbox("Policy", list(POLICIES), key="budgets_policy",
                           help="adaptive_probe: a short probe's self-certainty picks the budget. self_budget: the "
-                               "model states the budget it needs.")
+                               "model states the budget it needs. tiered: low self-certainty goes to a larger model.")
     probe = c2.number_input("Probe / estimate budget (thinking tokens)", 1, 4096, 32, key="budgets_probe")
+    escalate = None
+    if policy == "tiered":
+        name = st.text_input("Larger model for tiered (HF id or directory)", EMBEDDED_MODEL, key="budgets_escalate")
+        escalate = cached_model(name.strip()) if name.strip() else None
     st.caption("Fitted on the sweep's prompts at even positions (0, 2, …), reported on the odd ones; "
                "the run stores which.")
     go_col, stop_col, _ = st.columns([1, 1, 6])
@@ -157,7 +162,8 @@ def policy_runner(config: StorageConfig, run_id: int) -> None:
         def work(stop, report):
             return run_policy_on_sweep(config, loaded, fmt, run_id, policy, settings,
                                        lambda done, total, tokens: report(done=done, total=total, tokens=tokens,
-                                                                          fraction=done / max(total, 1)), stop)
+                                                                          fraction=done / max(total, 1)), stop,
+                                       escalate=escalate)
 
         st.session_state[POLICY_JOB] = BackgroundJob(work, expected=(BackendUnavailable, ValueError)).start()
     if (job := st.session_state.get(POLICY_JOB)) is None:

@@ -46,6 +46,9 @@ class StrategySettings:
     probe_tokens: int = 32
     budget_map: tuple[tuple[float, int], ...] = ()
     calibration: str = ""  # which prompts the mapping was fitted on (stored with the run)
+    # tiered: escalate when the small model's self-certainty is below this (fitted on calibration prompts)
+    escalate_below: float | None = None
+    escalate_model: str = ""  # the larger model's name, stored with the run (the model itself is passed apart)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -73,7 +76,8 @@ class StrategySettings:
                 "beam_width": self.beam_width, "max_steps": self.max_steps, "step_aggregate": self.step_aggregate,
                 # only when used: older runs keep the identity (resume key) they were stored with
                 **({"probe_tokens": self.probe_tokens, "budget_map": [list(m) for m in self.budget_map],
-                    "calibration": self.calibration} if self.budget_map or self.calibration else {})}
+                    "calibration": self.calibration, "escalate_below": self.escalate_below,
+                    "escalate_model": self.escalate_model} if self.budget_map or self.calibration else {})}
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Context:
     progress: Progress | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     prompt_source: str = "user"
+    escalate: LoadedModel | Backend | None = None  # tiered: the larger model or server low-confidence prompts go to
 
     def sample(self, n: int, sampling: SamplingConfig | None = None, forcing: BudgetForcing = BudgetForcing(),
                early_stop: EarlyStop | None = None) -> list[TraceRecord]:

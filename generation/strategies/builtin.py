@@ -13,7 +13,7 @@ from analysis.voting import (
     majority_vote,
 )
 from generation.batch import BudgetForcing, EarlyStop
-from generation.strategies.adaptive import adaptive_probe, check_probe, self_budget
+from generation.strategies.adaptive import adaptive_probe, check_probe, check_tiered, self_budget, tiered
 from generation.strategies.search import beam_search, check_search, dvts
 from generation.strategies.base import (
     EFFORT_BUDGETS,
@@ -142,5 +142,7 @@ STRATEGIES: dict[str, Strategy] = {
                  adaptive_probe, ("budget_forcing",) + _LOGITS, check_probe),
         Strategy("self_budget", "Self-stated budget", "the model states the thinking tokens it needs, then is held "
                  "to them by budget forcing", self_budget, ("budget_forcing",)),
+        Strategy("tiered", "Tiered (small, then large)", "the small model answers; low self-certainty goes to a "
+                 "larger model or a server", tiered, _LOGITS, check_tiered),
     )
 }

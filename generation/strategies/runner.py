@@ -117,6 +117,7 @@ def run_strategy(
     stop_event: threading.Event | None = None,
     price_per_million: float | None = None,
     fraction: JobFraction | None = None,
+    escalate: LoadedModel | Backend | None = None,
 ) -> StrategyRun:
     """Run the strategy over `prompts` into one run. A run of the same model, strategy, settings,
     format (preset included) and prompts that was stopped or killed is resumed: its stored prompts
@@ -157,7 +158,8 @@ def run_strategy(
                 if stop_event.is_set():
                     break
                 tick = _TokenTicks(k, len(prompts), capacity, progress, fraction) if progress or fraction else None
-                selection, records = _generate_prompt(strategy, loaded, item, fmt, settings, stop_event, tick)
+                selection, records = _generate_prompt(strategy, loaded, item, fmt, settings, stop_event, tick,
+                                                      escalate)
                 if selection is None:  # stopped midway: not a result, generated again on resume
                     break
                 ids = save_strategy_run(config, run_id, records, [(selection, range(len(records)))])
@@ -189,9 +191,10 @@ def _kept_selections(config: StorageConfig, run_id: int) -> dict[tuple[str, str 
 
 
 def _generate_prompt(strategy, loaded, item: PromptItem, fmt: ReasoningFormat, settings: StrategySettings,
-                     stop_event: threading.Event, tick) -> tuple[Selection | None, list[TraceRecord]]:
+                     stop_event: threading.Event, tick, escalate=None) -> tuple[Selection | None, list[TraceRecord]]:
     """One prompt's samples and its selection, graded; (None, samples) when Stop cut it short."""
-    ctx = Context(loaded, item.prompt, item.reference_answer or None, fmt, settings, tick, stop_event, item.source)
+    ctx = Context(loaded, item.prompt, item.reference_answer or None, fmt, settings, tick, stop_event, item.source,
+                  escalate)
     result = strategy.generate(ctx)
     for r in result.records:
         r.strategy = strategy.name
