@@ -233,8 +233,9 @@ def complete_run_with(config: StorageConfig, model: str, strategy: str, key_name
 
 def strategy_runs_over(config: StorageConfig, model: str, prompts: Sequence[str]) -> list[dict]:
     """The complete strategy runs of `model` over some of `prompts` (all, or a split such as a policy's
-    test half), each with the positions in `prompts` it covers and, there, its per-prompt grade and
-    thinking tokens (summed over the prompt's samples, probes and estimates included): what the
+    test half), each with the positions in `prompts` it covers and, there, its per-prompt grade,
+    thinking tokens (summed over the prompt's samples, probes and estimates included) and the budget
+    a policy chose (None for other strategies): what the
     Budgets page puts beside a set sweep as policies."""
     wanted = set(prompts)
     with connect(config, read_only=True) as con:
@@ -246,9 +247,11 @@ def strategy_runs_over(config: StorageConfig, model: str, prompts: Sequence[str]
         by_run: dict[int, dict] = {}
         for run_id, strategy, prompt, correct, detail in rows:
             run = by_run.setdefault(int(run_id), {"run_id": int(run_id), "strategy": strategy, "prompts": {}})
-            run["prompts"][prompt] = (correct, [int(i) for i in json.loads(detail).get("trace_ids", [])])
+            parsed = json.loads(detail)
+            run["prompts"][prompt] = (correct, [int(i) for i in parsed.get("trace_ids", [])],
+                                      parsed.get("chosen_budget"))
         runs = [r for r in by_run.values() if set(r["prompts"]) <= wanted]
-        ids = sorted({i for r in runs for _, tids in r["prompts"].values() for i in tids})
+        ids = sorted({i for r in runs for _, tids, _ in r["prompts"].values() for i in tids})
         thinking = dict(con.execute("SELECT trace_id, n_thinking_tokens FROM traces WHERE list_contains(?, trace_id)",
                                     [ids]).fetchall()) if ids else {}
     out = []
@@ -257,7 +260,8 @@ def strategy_runs_over(config: StorageConfig, model: str, prompts: Sequence[str]
         out.append({"run_id": r["run_id"], "strategy": r["strategy"], "positions": positions,
                     "correct": [r["prompts"][prompts[k]][0] for k in positions],
                     "thinking_tokens": [sum(thinking.get(i, 0) for i in r["prompts"][prompts[k]][1])
-                                        for k in positions]})
+                                        for k in positions],
+                    "budgets": [r["prompts"][prompts[k]][2] for k in positions]})  # a policy's chosen budget
     return out
 
 

@@ -92,7 +92,7 @@ def _policies(config: StorageConfig, table: SetSweepTable, savings: Savings) -> 
         where = "" if len(idx) == len(table.prompts) else f", {len(idx)} of {len(table.prompts)} prompts"
         row = policy_row(f"{run['strategy']} (run #{run['run_id']}{where})", [float(c) for c in run["correct"]],
                          run["thinking_tokens"], same)
-        out.append((row, dict(zip(idx, run["thinking_tokens"]))))
+        out.append((row, {k: (tokens, budget) for k, tokens, budget in zip(idx, run["thinking_tokens"], run["budgets"])}))
     return out
 
 
@@ -121,15 +121,19 @@ def _per_prompt_table(table: SetSweepTable, oracle: FrontierPoint, policies: lis
                "oracle budget": str(table.budgets[oracle.choice[p]])}
         for j, b in enumerate(table.budgets):
             row[f"accuracy at {b}"] = table.accuracy[p, j]
-        for policy, tokens in policies:
-            row[f"{policy.label} tokens"] = float(tokens[p]) if p in tokens else None
+        for policy, per_prompt in policies:
+            tokens, budget = per_prompt.get(p, (None, None))
+            row[f"{policy.label} tokens"] = None if tokens is None else float(tokens)
+            if budget is not None or any(b is not None for _, b in per_prompt.values()):
+                row[f"{policy.label} budget"] = None if budget is None else str(budget)
         records.append(row)
     frame = pd.DataFrame(records)
     columns = [Col("prompt", "prompt", "long_text"), Col("reference", "reference"),
                Col("oracle budget", "oracle budget", help="The budget the oracle gives this prompt at the best "
                    "fixed budget's accuracy")]
     columns += [Col(f"accuracy at {b}", f"accuracy at {b}", "percent") for b in table.budgets]
-    columns += [Col(c, c, "float1") for c in frame.columns if c.endswith(" tokens")]
+    columns += [Col(c, c, "float1") if c.endswith(" tokens") else Col(c, c) for c in frame.columns
+                if c.endswith((" tokens", " budget")) and c != "oracle budget"]
     show_table(frame, columns, key="budgets_prompts", empty="No prompts.")
 
 
