@@ -477,9 +477,11 @@ def cmd_run(args) -> int:
         items = [PromptItem(r.prompt, r.reference_answer, label) for r in rows]
         sampling = SamplingConfig(args.temperature, 0.95, args.max_thinking, args.max_answer, args.seed)
         settings = StrategySettings(sampling=sampling, n=args.n, min_thinking_tokens=args.min_thinking,
-                                    max_waits=args.max_waits, effort=args.effort)
+                                    max_waits=args.max_waits, effort=args.effort, step_aggregate=args.step_aggregate,
+                                    step_scorer=args.scorer or "self_certainty")
         get_strategy(args.strategy).validate(settings)  # refused settings: before the model loads
         config = _storage(args)
+        prm = _load_scorer(args)
         loaded, fmt = _load_for_tcc(args)
         if preset is not None:  # its system prompt joins the chat, its answer format grades (Preset.apply)
             fmt = preset.apply(fmt)
@@ -494,7 +496,7 @@ def cmd_run(args) -> int:
 
         try:
             result = run_strategy(config, loaded, args.strategy, items, fmt, settings, progress,
-                                  price_per_million=args.price)
+                                  price_per_million=args.price, prm=prm)
         except ValueError as exc:  # settings the strategy refuses (e.g. n not a multiple of M)
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -514,6 +516,21 @@ def cmd_run(args) -> int:
              "ock_score_total_tokens_per_query": m["ock_score"], "cost_usd": m["cost_usd"]}
     _print_table(rows, args.json, extra)
     return EXIT_OK
+
+
+def _load_scorer(args):
+    """The PRM named by --scorer prm:<hub id or directory>, or None for the default (self-certainty)."""
+    if args.scorer in (None, "", "self_certainty"):
+        return None
+    from generation.prm import PRMConfig, load_prm
+
+    if args.strategy not in SCORED_STRATEGIES:
+        raise ValueError(f"--scorer applies to {', '.join(SCORED_STRATEGIES)}, not {args.strategy}")
+    return load_prm(PRMConfig.from_spec(args.scorer, style=args.prm_style, trust_remote_code=args.trust_remote_code,
+                                        device="cpu" if args.device == "auto" else args.device))
+
+
+SCORED_STRATEGIES = ("best_of_n", "beam_search", "dvts")
 
 
 def cmd_loops(args) -> int:
@@ -733,6 +750,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--effort", default="medium", choices=["low", "medium", "high", "max"])
     run.add_argument("--price", type=float, help="price per million tokens, for the cost figure")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--scorer", default="self_certainty", metavar="self_certainty|prm:PATH",
+                     help="step scorer of best_of_n, beam_search and dvts: self-certainty, or a process reward model "
+                          "(Qwen2.5-Math-PRM or RLHFlow style) by hub id or directory")
+    run.add_argument("--prm-style", default="auto", choices=["auto", "qwen", "rlhflow"],
+                     help="how the PRM reads steps (auto: from its head)")
+    run.add_argument("--step-aggregate", default="last", choices=["last", "min", "mean", "geomean", "prod"],
+                     help="how a sample's step scores combine (prod suits PRM probabilities)")
     run.set_defaults(func=cmd_run)
     loops = sub.add_parser("loops", help="mark near-duplicate thinking steps (loops) with sentence embeddings")
     loops.add_argument("--run", type=int, help="only the traces of this run (default: every trace)")

@@ -50,3 +50,11 @@ def cached_oracle(accuracy_pb, cost_pb, n_bootstrap: int = 1000):
 
     return (exact_frontier(accuracy_pb, cost_pb), lagrangian_frontier(accuracy_pb, cost_pb),
             tokens_saved(accuracy_pb, cost_pb, OracleSettings(n_bootstrap=n_bootstrap)))
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the process reward model…")
+def cached_prm(spec: str):
+    # One PRM at a time (they are large); keyed by its prm:<path> spec.
+    from generation.prm import PRMConfig, load_prm
+
+    return load_prm(PRMConfig.from_spec(spec))

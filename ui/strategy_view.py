@@ -15,7 +15,7 @@ from generation.strategies.runner import PromptItem, StrategyRun, run_strategy
 from storage.config import StorageConfig
 from storage.runs import list_runs, list_selections
 from ui.live import follow_with_bar
-from ui.resources import cached_trace
+from ui.resources import cached_prm, cached_trace
 from ui.token_view import show_text
 from ui.sweep_view import prompt_input, prompt_set
 from ui.prompt_set_picker import prompt_set_picker
@@ -48,15 +48,25 @@ def strategy_inputs() -> tuple[str, StrategySettings] | None:
         b1, b2 = st.columns(2)
         extra["min_thinking_tokens"] = int(b1.number_input("Min thinking tokens", 0, 32768, 0, key="strat_min"))
         extra["max_waits"] = int(b2.number_input("Max 'Wait' insertions", 0, 16, 2, key="strat_waits"))
+    scorer = "self_certainty"
+    if name in ("best_of_n", "beam_search", "dvts"):
+        scorer = st.text_input("Step scorer", "self_certainty", key="strat_scorer",
+                               help="self_certainty, or prm:<hub id or directory> for a process reward model "
+                                    "(Qwen2.5-Math-PRM or RLHFlow style)").strip() or "self_certainty"
+        extra["step_scorer"] = scorer
+    prm = scorer.startswith("prm:")
+    if name == "best_of_n" and prm:
+        extra["step_aggregate"] = st.selectbox("Step score aggregate", ["last", "min", "prod"], key="strat_agg_bon")
     if name in ("beam_search", "dvts"):
         s1, s2, s3 = st.columns(3)
         extra["beam_width"] = int(s1.number_input("M (children per beam)", 1, 16, 2, key="strat_m"))
         extra["max_steps"] = int(s2.number_input("Max steps", 1, 64, 6, key="strat_steps"))
-        extra["step_aggregate"] = s3.selectbox("Step score aggregate", ["last", "min", "mean", "geomean"],
-                                               key="strat_agg")
-        st.caption("Step scorer: self-certainty of the step (no process reward model loaded). It is unbounded (nats), "
-                   "so 'prod' is not offered: it would favour longer beams; 'geomean' is the length-normalised "
-                   "product. n must be a multiple of M.")
+        extra["step_aggregate"] = s3.selectbox("Step score aggregate", ["last", "min", "mean", "geomean"]
+                                               + (["prod"] if prm else []), key="strat_agg")
+        st.caption(("Step scorer: the PRM's probability for each step. " if prm else
+                    "Step scorer: self-certainty of the step. It is unbounded (nats), so 'prod' is offered only for "
+                    "a PRM: it would favour longer beams; 'geomean' is the length-normalised product. ")
+                   + "n must be a multiple of M.")
     if name == "effort":
         extra["effort"] = st.radio("Effort", list(EFFORT_BUDGETS), index=1, horizontal=True, key="strat_effort",
                                    format_func=lambda e: f"{e} ({EFFORT_BUDGETS[e]} tokens)")
@@ -95,10 +105,18 @@ def start_run(config: StorageConfig, loaded: LoadedModel, fmt: ReasoningFormat, 
         previous[0].stop()
         previous[0].wait(30)
 
+    prm = None
+    if settings.step_scorer.startswith("prm:"):
+        try:
+            prm = cached_prm(settings.step_scorer)
+        except ValueError as exc:  # PRMError: a path that is not a PRM
+            st.error(str(exc))
+            return
+
     def work(stop, report):
         return run_strategy(config, loaded, name, items, fmt, settings,
                             lambda done, total, tokens: report(done=done, total=total, tokens=tokens), stop,
-                            price_per_million=price, fraction=lambda share: report(fraction=share))
+                            price_per_million=price, fraction=lambda share: report(fraction=share), prm=prm)
 
     st.session_state[JOB] = (BackgroundJob(work, expected=(BackendUnavailable, ValueError)).start(), len(items))
 

@@ -40,6 +40,7 @@ class StrategySettings:
     beam_width: int = 2  # M: children per beam (beam search, DVTS)
     max_steps: int = 6  # search rounds; the last one runs to the end
     step_aggregate: str = "last"  # how a beam's step scores combine: one of STEP_AGGREGATES
+    step_scorer: str = "self_certainty"  # or "prm:<hub id or directory>" (the model itself is passed apart)
     # adaptive_probe (docs/METHODS.md §9): the first pass's thinking budget, and the fitted mapping from
     # its self-certainty to the final budget: (lowest self-certainty of the bin, budget), thresholds
     # increasing; a confidence below every threshold gets the first bin's budget.
@@ -62,6 +63,8 @@ class StrategySettings:
         BudgetForcing(self.min_thinking_tokens, self.max_waits)
         if self.beam_width < 1 or self.max_steps < 1 or self.step_aggregate not in STEP_AGGREGATES:
             raise ValueError(f"beam_width and max_steps must be >= 1; step_aggregate one of {', '.join(STEP_AGGREGATES)}")
+        if self.step_scorer != "self_certainty" and not self.step_scorer.startswith("prm:"):
+            raise ValueError(f"step_scorer is self_certainty or prm:<hub id or directory>, not {self.step_scorer!r}")
         if self.probe_tokens < 1:
             raise ValueError(f"probe_tokens must be >= 1 (got {self.probe_tokens})")
         object.__setattr__(self, "budget_map", tuple((float(t), int(b)) for t, b in self.budget_map))
@@ -75,6 +78,7 @@ class StrategySettings:
                 "min_thinking_tokens": self.min_thinking_tokens, "max_waits": self.max_waits, "effort": self.effort,
                 "beam_width": self.beam_width, "max_steps": self.max_steps, "step_aggregate": self.step_aggregate,
                 # only when used: older runs keep the identity (resume key) they were stored with
+                **({"step_scorer": self.step_scorer} if self.step_scorer != "self_certainty" else {}),
                 **({"probe_tokens": self.probe_tokens, "budget_map": [list(m) for m in self.budget_map],
                     "calibration": self.calibration, "escalate_below": self.escalate_below,
                     "escalate_model": self.escalate_model} if self.budget_map or self.calibration else {})}
@@ -93,6 +97,7 @@ class Context:
     stop_event: threading.Event = field(default_factory=threading.Event)
     prompt_source: str = "user"
     escalate: LoadedModel | Backend | None = None  # tiered: the larger model or server low-confidence prompts go to
+    prm: object | None = None  # a generation.prm.ProcessRewardModel: step search and best-of-N score with it
 
     def sample(self, n: int, sampling: SamplingConfig | None = None, forcing: BudgetForcing = BudgetForcing(),
                early_stop: EarlyStop | None = None) -> list[TraceRecord]:

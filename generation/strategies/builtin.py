@@ -14,7 +14,8 @@ from analysis.voting import (
 )
 from generation.batch import BudgetForcing, EarlyStop
 from generation.strategies.adaptive import adaptive_probe, check_probe, check_tiered, self_budget, tiered
-from generation.strategies.search import beam_search, check_search, dvts
+from generation.prm import record_steps
+from generation.strategies.search import AGGREGATES, beam_search, check_search, dvts
 from generation.strategies.base import (
     EFFORT_BUDGETS,
     Context,
@@ -49,7 +50,15 @@ def _scored(ctx: Context, rule) -> PromptResult:
 
 
 def best_of_n_sc(ctx: Context) -> PromptResult:
-    return _scored(ctx, best_of_n)
+    if ctx.prm is None:
+        return _scored(ctx, best_of_n)
+    # A PRM scores each sample's steps; the settings' step aggregate (last, min, prod) combines them.
+    records = ctx.sample(ctx.settings.n)
+    combine = AGGREGATES[ctx.settings.step_aggregate]
+    per_step = [ctx.prm.score_steps(ctx.prompt, record_steps(r)) for r in records]
+    scores = [combine(s) if s else math.nan for s in per_step]
+    return PromptResult(records, best_of_n(answers(records), scores), scores,
+                        f"{ctx.settings.step_aggregate}({ctx.prm.name})", extra={"step_scores": per_step})
 
 
 def borda(ctx: Context) -> PromptResult:

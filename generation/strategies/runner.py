@@ -118,6 +118,7 @@ def run_strategy(
     price_per_million: float | None = None,
     fraction: JobFraction | None = None,
     escalate: LoadedModel | Backend | None = None,
+    prm=None,
 ) -> StrategyRun:
     """Run the strategy over `prompts` into one run. A run of the same model, strategy, settings,
     format (preset included) and prompts that was stopped or killed is resumed: its stored prompts
@@ -130,6 +131,9 @@ def run_strategy(
     backend = as_backend(loaded)
     require(backend, strategy.needs, f"The strategy {strategy.title!r}")
     strategy.validate(settings)
+    if settings.step_scorer.startswith("prm:") and prm is None:
+        raise ValueError(f"the settings name the step scorer {settings.step_scorer} but no PRM was loaded "
+                         "(generation.prm.load_prm)")
     stop_event = stop_event or threading.Event()
     stored_settings = {"strategy": strategy.name, **settings.to_dict(), "format": fmt.to_dict(),
                        "n_prompts": len(prompts)}
@@ -159,7 +163,7 @@ def run_strategy(
                     break
                 tick = _TokenTicks(k, len(prompts), capacity, progress, fraction) if progress or fraction else None
                 selection, records = _generate_prompt(strategy, loaded, item, fmt, settings, stop_event, tick,
-                                                      escalate)
+                                                      escalate, prm)
                 if selection is None:  # stopped midway: not a result, generated again on resume
                     break
                 ids = save_strategy_run(config, run_id, records, [(selection, range(len(records)))])
@@ -191,10 +195,10 @@ def _kept_selections(config: StorageConfig, run_id: int) -> dict[tuple[str, str 
 
 
 def _generate_prompt(strategy, loaded, item: PromptItem, fmt: ReasoningFormat, settings: StrategySettings,
-                     stop_event: threading.Event, tick, escalate=None) -> tuple[Selection | None, list[TraceRecord]]:
+                     stop_event: threading.Event, tick, escalate=None, prm=None) -> tuple[Selection | None, list[TraceRecord]]:
     """One prompt's samples and its selection, graded; (None, samples) when Stop cut it short."""
     ctx = Context(loaded, item.prompt, item.reference_answer or None, fmt, settings, tick, stop_event, item.source,
-                  escalate)
+                  escalate, prm)
     result = strategy.generate(ctx)
     for r in result.records:
         r.strategy = strategy.name

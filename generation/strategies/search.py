@@ -56,6 +56,16 @@ class StepScorer:
 SELF_CERTAINTY_STEP = StepScorer("self_certainty", lambda prompt, steps: self_certainty(steps[-1]), bounded=False)
 
 
+def step_text(record: TraceRecord) -> str:
+    return "".join(record.tokens.text).strip()
+
+
+def prm_step_scorer(prm) -> StepScorer:
+    """A process reward model's probability for the newest step, given the question and the steps before it."""
+    return StepScorer(prm.name, lambda prompt, steps: prm.score_steps(prompt, [step_text(r) for r in steps])[-1],
+                      bounded=True)
+
+
 def _geomean(xs: list[float]) -> float:
     arr = np.asarray(xs, dtype=np.float64)
     if (arr < 0).any():
@@ -86,7 +96,7 @@ def check_search(settings: StrategySettings, scorer: StepScorer = SELF_CERTAINTY
     agg = settings.step_aggregate
     if agg not in AGGREGATES:
         raise ValueError(f"step aggregate must be one of {', '.join(AGGREGATES)}, not {agg!r}")
-    if agg in BOUNDED_ONLY and not scorer.bounded:
+    if agg in BOUNDED_ONLY and not (scorer.bounded or settings.step_scorer.startswith("prm:")):
         raise ValueError(f"the {agg!r} step aggregate multiplies step scores, which suits probabilities in [0, 1] "
                          f"(a PRM); {scorer.name} is unbounded, so a product favours longer beams. Use 'geomean' "
                          "(the product normalised by the number of steps), 'mean', 'min' or 'last'.")
@@ -122,6 +132,8 @@ def _add(a: TokenCount, b: TokenCount) -> TokenCount:
 
 
 def _search(ctx: Context, scorer: StepScorer, dvts_mode: bool) -> PromptResult:
+    if ctx.prm is not None and scorer is SELF_CERTAINTY_STEP:  # a PRM chosen for the run (--scorer prm:…)
+        scorer = prm_step_scorer(ctx.prm)
     s = ctx.settings
     check_search(s, scorer)
     agg = AGGREGATES[s.step_aggregate]
