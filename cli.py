@@ -259,8 +259,6 @@ def _print_table(rows: list[dict], as_json: bool, extra: dict) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from tqdm import tqdm
-
     from generation.models import ModelLoadError
     from generation.sweep import SweepSettings, curves, parse_budgets, run_sweep
 
@@ -287,14 +285,7 @@ def cmd_sweep(args) -> int:
     except (ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    with tqdm(desc="sweep", unit="cell", disable=None, file=sys.stderr) as bar:
-
-        def progress(done: int, total: int, tokens: int) -> None:
-            bar.total = total
-            bar.set_postfix(tokens=tokens, refresh=False)
-            bar.update(done - bar.n)
-
-        result = run_sweep(config, loaded, fmt, settings, progress)
+    result = _with_cell_bar(lambda progress: run_sweep(config, loaded, fmt, settings, progress))
     by_budget, _ = curves(result.cells)
     rows = [{"budget": p.budget, "n": p.n, "accuracy": p.accuracy, "ci_low": p.ci_low, "ci_high": p.ci_high,
              "mean_thinking_tokens": p.mean_tokens} for p in by_budget.points]
@@ -313,9 +304,22 @@ def cmd_sweep(args) -> int:
     return EXIT_ERROR if result.error else EXIT_OK
 
 
+def _with_cell_bar(run):
+    """run(progress) under a progress bar of sweep cells (with the tokens of the batch in progress)."""
+    from tqdm import tqdm
+
+    with tqdm(desc="sweep", unit="cell", disable=None, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            bar.total = total
+            bar.set_postfix(tokens=tokens, refresh=False)
+            bar.update(done - bar.n)
+
+        return run(progress)
+
+
 def _sweep_set(args, rows, preset, label: str) -> int:
     import numpy as np
-    from tqdm import tqdm
 
     from generation.models import ModelLoadError
     from generation.sweep import SetSweepSettings, parse_budgets, run_set_sweep, set_sweep_table
@@ -333,14 +337,7 @@ def _sweep_set(args, rows, preset, label: str) -> int:
     except (ValueError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    with tqdm(desc="sweep", unit="cell", disable=None, file=sys.stderr) as bar:
-
-        def progress(done: int, total: int, tokens: int) -> None:
-            bar.total = total
-            bar.set_postfix(tokens=tokens, refresh=False)
-            bar.update(done - bar.n)
-
-        result = run_set_sweep(config, loaded, fmt, settings, progress)
+    result = _with_cell_bar(lambda progress: run_set_sweep(config, loaded, fmt, settings, progress))
     table = set_sweep_table(config, result.run_id)
     graded = table.graded()
     out = []

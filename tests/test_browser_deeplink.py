@@ -7,7 +7,7 @@ from tests.browser_support import chromium_page, running_app
 
 pytestmark = pytest.mark.browser
 
-NAVIGATION = ["Generate", "Traces", "Trace", "Accuracy vs length", "Strategies", "Signals", "Compare",
+NAVIGATION = ["Generate", "Traces", "Trace", "Accuracy vs length", "Strategies", "Budgets", "Signals", "Compare",
               "Import / export", "Review"]
 
 
